@@ -1,0 +1,44 @@
+"""`nudge demo`: a synthetic shop run through every stage that exists."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from nudge.cli.app import App, console, pass_app
+from nudge.cli.imports import render_report
+from nudge.demo.synth import generate_shop, write_csv
+from nudge.ingest.importer import Importer
+from nudge.store import db as store
+
+
+@click.command()
+@click.option(
+    "--seed", default=7, show_default=True, help="Seed of the synthetic shop."
+)
+@click.option(
+    "--customers", default=3000, show_default=True, help="Number of customers."
+)
+@click.option("--products", default=400, show_default=True, help="Number of products.")
+@pass_app
+def demo(app: App, seed: int, customers: int, products: int) -> None:
+    """Create a synthetic shop, import it and run the pipeline on it."""
+    started = time.perf_counter()
+    store.upgrade(app.engine)
+    folder = app.settings.path(app.settings.var_dir) / "demo"
+
+    shop = generate_shop(seed=seed, customers=customers, products=products)
+    files = write_csv(shop, folder)
+    console.print(f"synthetic shop (seed {seed}) written to {folder}")
+
+    importer = Importer(app.engine, app.settings)
+    for kind in ("products", "customers", "orders", "events"):
+        report = importer.run(kind, Path(files[kind]))
+        console.print(render_report(report))
+
+    console.print(
+        f"demo finished in {time.perf_counter() - started:.1f} s; "
+        f"store: {store.describe(app.engine)}"
+    )

@@ -1,0 +1,204 @@
+"""Typed settings: `config/nudge.toml` overridden by `NUDGE_*` environment variables.
+
+A table in the file flattens into its keys (``[database] url`` is ``database_url``),
+which is also the environment variable's name (``NUDGE_DATABASE_URL``). Secrets are
+read from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from nudge.errors import ConfigError
+
+ENV_PREFIX = "NUDGE_"
+CONFIG_ENV = "NUDGE_CONFIG"
+DEFAULT_CONFIG = Path("config") / "nudge.toml"
+
+SECRET_FIELDS = frozenset(
+    {
+        "klaviyo_api_key",
+        "mailchimp_api_key",
+        "smtp_password",
+        "signing_secret",
+        "alert_webhook_url",
+    }
+)
+
+
+class Settings(BaseModel):
+    """Every setting nudge reads, with its default for the embedded store."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    home: Path = Field(default=Path("."), description="base for relative paths")
+
+    database_url: str = "sqlite:///var/nudge.db"
+    broker_url: str = "sqla+sqlite:///var/celery-broker.db"
+    outbox_dir: Path = Path("var/outbox")
+    var_dir: Path = Path("var")
+
+    shop_name: str = "Demo Shop"
+    shop_url: str = "https://demo-shop.example"
+    shop_timezone: str = "Europe/London"
+    shop_currency: str = Field(default="GBP", pattern=r"^[A-Z]{3}$")
+    shop_postal_address: str = "1 Example Street, London, UK"
+
+    import_chunk_rows: int = Field(default=100_000, ge=1_000, le=5_000_000)
+
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    klaviyo_api_key: SecretStr | None = None
+    mailchimp_base_url: str | None = None
+    mailchimp_api_key: SecretStr | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    signing_secret: SecretStr | None = None
+    alert_webhook_url: SecretStr | None = None
+
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("shop_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                "expected an IANA time zone such as Europe/London"
+            ) from err
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("expected a sqlite:/// or postgresql:// URL")
+        return value
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """Return the shop's time zone."""
+        return ZoneInfo(self.shop_timezone)
+
+    def path(self, value: Path) -> Path:
+        """Resolve a configured path against the settings' home folder."""
+        return value if value.is_absolute() else (self.home / value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the database URL with a relative SQLite path made absolute."""
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix):
+            rest = self.database_url[len(prefix) :]
+            if rest and rest != ":memory:" and not rest.startswith("/"):
+                return prefix + str(self.path(Path(rest)).resolve())
+        return self.database_url
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one setting's raw value came from, for error messages."""
+
+    name: str
+    value: Any
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _read_file(path: Path) -> dict[str, _Source]:
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", key=str(path)) from err
+    except OSError as err:
+        raise ConfigError(f"cannot read: {err.strerror}", key=str(path)) from err
+
+    sources: dict[str, _Source] = {}
+    for name, value in _flatten(table).items():
+        if name in SECRET_FIELDS:
+            raise ConfigError(
+                f"secrets are read from the environment only; "
+                f"set {ENV_PREFIX}{name.upper()} instead",
+                key=f"{path}: {name}",
+            )
+        sources[name] = _Source(f"{path}: {name}", value)
+    return sources
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, _Source]:
+    known = Settings.model_fields
+    sources: dict[str, _Source] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        name = var[len(ENV_PREFIX) :].lower()
+        if name in known and name != "home":
+            sources[name] = _Source(var, value)
+    return sources
+
+
+def find_config(env: Mapping[str, str], cwd: Path) -> Path | None:
+    """Return the config file to read: `NUDGE_CONFIG`, else `config/nudge.toml`."""
+    if CONFIG_ENV in env:
+        path = Path(env[CONFIG_ENV])
+        if not path.is_file():
+            raise ConfigError("file not found", key=f"{CONFIG_ENV}={path}")
+        return path
+    candidate = cwd / DEFAULT_CONFIG
+    return candidate if candidate.is_file() else None
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> Settings:
+    """Read the config file and the environment into validated settings."""
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+    config = find_config(env, cwd)
+
+    # Relative paths in the file mean "next to the project", not "next to the
+    # shell", so two checkouts never share a store by accident.
+    home = config.resolve().parent.parent if config else cwd.resolve()
+    sources = _read_file(config) if config else {}
+    sources.update(_read_env(env))
+
+    try:
+        return Settings(home=home, **{k: s.value for k, s in sources.items()})
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "settings"
+        where = sources[field].name if field in sources else field
+        got = sources[field].value if field in sources else None
+        shown = "" if field in SECRET_FIELDS or got is None else f" (got {got!r})"
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown setting"
+        raise ConfigError(f"{message}{shown}", key=where) from err
