@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from nudge.cli.app import App, console, pass_app
-from nudge.cli.imports import render_report
 from nudge.demo.synth import generate_shop, write_csv
 from nudge.ingest.importer import Importer
 from nudge.store import db as store
@@ -34,9 +34,17 @@ def demo(app: App, seed: int, customers: int, products: int) -> None:
     console.print(f"synthetic shop (seed {seed}) written to {folder}")
 
     importer = Importer(app.engine, app.settings)
+    table = Table(title="imported through `nudge import` (generic layout)")
+    for name in ("file", "rows read", "inserted", "updated", "unchanged", "rejected"):
+        table.add_column(name, justify="left" if name == "file" else "right")
     for kind in ("products", "customers", "orders", "events"):
-        report = importer.run(kind, Path(files[kind]))
-        console.print(render_report(report))
+        counts = importer.run(kind, Path(files[kind])).counts[kind]
+        table.add_row(
+            files[kind].name,
+            *(f"{n:,}" for n in (counts.read, counts.inserted, counts.updated)),
+            *(f"{n:,}" for n in (counts.unchanged, counts.rejected)),
+        )
+    console.print(table)
 
     console.print(
         f"demo finished in {time.perf_counter() - started:.1f} s; "

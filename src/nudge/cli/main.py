@@ -72,6 +72,11 @@ def run(entry: Callable[..., Any], argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return DatabaseError.exit_code
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        message = f"error: cannot use{where}: {err.strerror or err}"
+        errors.print(message, style="red", highlight=False, soft_wrap=True)
+        return 2
     except KeyboardInterrupt:
         errors.print("interrupted", style="red")
         return 130

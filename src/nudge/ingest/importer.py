@@ -286,6 +286,13 @@ class Importer:
         main = report.counts.setdefault(kind, Counts(read=raw.read))
         if layout.merge_duplicates:
             good, main.merged = _merge_continuations(good, "external_id")
+        if kind == "events":
+            # The same event twice in one file (same customer, product, kind
+            # and second) is one event; the repeat counts as merged.
+            good = good.assign(event_key=_event_keys(good))
+            unique = good.drop_duplicates("event_key")
+            main.merged = len(good) - len(unique)
+            good = unique
 
         problems = [p for p in [raw.rejects, *validated.problems] if not p.empty]
         rejects = pd.concat(problems) if problems else raw.rejects
@@ -633,10 +640,7 @@ class Importer:
     ) -> None:
         customer_ids = self._ensure_customers(conn, frame, "occurred_at", ctx)
         product_ids = self._ensure_products(conn, frame, "occurred_at", ctx)
-        identity = frame[
-            ["customer_id", "event_type", "occurred_at", "product_id", "query"]
-        ]
-        key = frame["event_id"].where(frame["event_id"].notna(), hash_event(identity))
+        key = frame["event_key"]
         events = pd.DataFrame(
             {
                 "event_key": key,
@@ -766,9 +770,17 @@ def _ids(keys: pd.Series, ids: pd.Series) -> pd.Series:
     return mapped.where(mapped.notna(), None)
 
 
+def _event_keys(frame: pd.DataFrame) -> pd.Series:
+    identity = frame[
+        ["customer_id", "event_type", "occurred_at", "product_id", "query"]
+    ]
+    return frame["event_id"].where(frame["event_id"].notna(), hash_event(identity))
+
+
 def hash_event(parts: pd.DataFrame) -> pd.Series:
     """Digest an event's identifying fields into a stable key."""
-    joined = parts.astype(str).agg("\x1f".join, axis=1)
-    return joined.map(
-        lambda s: hashlib.sha1(s.encode("utf-8", "surrogatepass")).hexdigest()
-    )
+    joined = pd.Series("", index=parts.index, dtype=object)
+    for column in parts.columns:
+        cells = parts[column].astype(object)
+        joined = joined + "\x1f" + cells.where(cells.notna(), "").map(str)
+    return joined.map(lambda s: hashlib.sha1(s.encode("utf-8")).hexdigest())
