@@ -35,14 +35,23 @@ def demo(app: App, seed: int, customers: int, products: int) -> None:
 
     importer = Importer(app.engine, app.settings)
     table = Table(title="imported through `nudge import` (generic layout)")
-    for name in ("file", "rows read", "inserted", "updated", "unchanged", "rejected"):
+    names = (
+        "file",
+        "rows read",
+        "inserted",
+        "updated",
+        "unchanged",
+        "rejected",
+        "merged",
+    )
+    for name in names:
         table.add_column(name, justify="left" if name == "file" else "right")
     for kind in ("products", "customers", "orders", "events"):
         counts = importer.run(kind, Path(files[kind])).counts[kind]
         table.add_row(
             files[kind].name,
             *(f"{n:,}" for n in (counts.read, counts.inserted, counts.updated)),
-            *(f"{n:,}" for n in (counts.unchanged, counts.rejected)),
+            *(f"{n:,}" for n in (counts.unchanged, counts.rejected, counts.merged)),
         )
     console.print(table)
 

@@ -8,6 +8,7 @@ Values are parsed once per distinct text, since exports repeat dates and prices.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -195,7 +196,10 @@ def _parse_one(cell: str, dayfirst: bool) -> datetime:
             return datetime.fromisoformat(cell.replace(" -", "-").replace(" +", "+"))
         except ValueError:
             pass
-    stamp = pd.to_datetime(cell, dayfirst=dayfirst)
+    with warnings.catch_warnings():
+        # pandas warns when it guesses the day-month order; the preset decides.
+        warnings.simplefilter("ignore", UserWarning)
+        stamp = pd.to_datetime(cell, dayfirst=dayfirst)
     if not isinstance(stamp, pd.Timestamp):
         raise ValueError(cell)
     return stamp.to_pydatetime()
