@@ -19,8 +19,8 @@ from nudge.cli.app import App, console, pass_app
 from nudge.ingest.importer import Importer, ImportReport
 from nudge.ingest.layouts import KINDS, PRESETS, Kind
 
-# Files with more rows than this show a progress bar while they are stored.
-PROGRESS_ROWS = 50_000
+# Files larger than this (a few seconds of work) show progress.
+PROGRESS_BYTES = 2_000_000
 
 
 def render_report(report: ImportReport) -> Table:
@@ -84,17 +84,19 @@ def import_(
     """
     importer = Importer(app.store(), app.settings)
     columns = (
-        TextColumn("storing {task.description}"),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    big = file.is_file() and file.stat().st_size > PROGRESS_BYTES
     with Progress(*columns, console=console, transient=True, disable=as_json) as bar:
-        task = bar.add_task(kind, total=None, visible=False)
+        # Reading and checking show as a pulse; storing fills a bar by rows.
+        task = bar.add_task(f"{kind}: reading and checking", total=None, visible=big)
 
         def progress(done: int, total: int) -> None:
-            if total >= PROGRESS_ROWS:
-                bar.update(task, completed=done, total=total, visible=True)
+            if big:
+                bar.update(task, description=kind, completed=done, total=total)
 
         report = importer.run(
             kind, file, fmt, encoding=encoding, rejects_path=rejects, progress=progress
