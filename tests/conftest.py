@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
+from nudge.logging import configure
 from nudge.settings import Settings
 from nudge.store.db import make_engine, upgrade
 
@@ -104,3 +105,9 @@ def pg_engine() -> Iterator[Engine]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quiet_logs() -> None:
+    """Keep structured logs at warning level during tests."""
+    configure("warning")

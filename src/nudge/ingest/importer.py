@@ -38,6 +38,7 @@ from nudge.store.models import (
     Order,
     OrderLine,
     Product,
+    ProductAlias,
 )
 
 log = get_logger(__name__)
@@ -60,7 +61,15 @@ EVENT_TYPES = {
 ORDER_STATUSES = {"placed", "cancelled", "returned"}
 # Fields that describe the whole order: a line that leaves them empty takes
 # them from the order's other lines (Shopify writes them on the first only).
-ORDER_LEVEL = ("customer_id", "email", "ordered_at", "currency", "status", "country")
+ORDER_LEVEL = (
+    "customer_id",
+    "email",
+    "ordered_at",
+    "currency",
+    "status",
+    "country",
+    "_cancelled_at",
+)
 
 _CUSTOMERS: Table = Customer.__table__  # type: ignore[assignment]
 _PRODUCTS: Table = Product.__table__  # type: ignore[assignment]
@@ -68,6 +77,7 @@ _ORDERS: Table = Order.__table__  # type: ignore[assignment]
 _LINES: Table = OrderLine.__table__  # type: ignore[assignment]
 _EVENTS: Table = BehaviourEvent.__table__  # type: ignore[assignment]
 _RUNS: Table = ImportRun.__table__  # type: ignore[assignment]
+_ALIASES: Table = ProductAlias.__table__  # type: ignore[assignment]
 
 
 @dataclass
@@ -222,12 +232,6 @@ def _canonical(
     return frame, mapping
 
 
-def _blank(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name in frame:
-        return frame[name]
-    return pd.Series("", index=frame.index, dtype="str")
-
-
 def _reject_duplicates(checker: _Checker, key: str, label: str) -> None:
     typed = checker.typed
     present = typed[key].notna()
@@ -237,10 +241,26 @@ def _reject_duplicates(checker: _Checker, key: str, label: str) -> None:
     checker.flag(duplicate.fillna(False), key, reasons.reindex(typed.index))
 
 
+def _aliases(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the (SKU, product) pairs a catalog names, other than the id itself."""
+    if "_sku" not in frame:
+        return pd.DataFrame(columns=["_sku", "external_id"])
+    pairs = frame.loc[frame["_sku"].notna(), ["_sku", "external_id"]]
+    pairs = pairs[pairs["_sku"] != pairs["external_id"]]
+    return pairs.drop_duplicates("_sku").reset_index(drop=True)
+
+
 def _merge_continuations(frame: pd.DataFrame, key: str) -> tuple[pd.DataFrame, int]:
-    # Continuation rows (variants, extra images) fill the first row's gaps.
-    merged = frame.groupby(key, sort=False).first()
-    merged[ROW] = frame.groupby(key, sort=False)[ROW].first()
+    # Continuation rows (variants, extra images) fill the first row's gaps; a
+    # product is in stock when any of its variants is.
+    groups = frame.groupby(key, sort=False)
+    merged = groups.first()
+    merged[ROW] = groups[ROW].first()
+    if "in_stock" in frame:
+        stock = frame["in_stock"].map({True: 1.0, False: 0.0}).astype("float64")
+        any_stock = stock.groupby(frame[key], sort=False).max()
+        flags = any_stock.map({1.0: True, 0.0: False}).astype(object)
+        merged["in_stock"] = flags.where(flags.notna(), None)
     return merged.reset_index(), len(frame) - len(merged)
 
 
@@ -271,6 +291,10 @@ class Importer:
         present = set(mapping) | set(layout.produces)
 
         checker = _Checker(text, mapping)
+        if not raw.rejects.empty:
+            # Rows the reader rejected stay in the frame so that line numbers
+            # keep counting them, but never reach the store.
+            checker.problems.append(raw.rejects)
         if kind == "orders":
             checker.text = _prepare_orders(checker.text)
         if layout.reshape is not None:
@@ -284,6 +308,7 @@ class Importer:
         validated = validate(checker, layout)
         good = validated.frame
         main = report.counts.setdefault(kind, Counts(read=raw.read))
+        aliases = _aliases(good)
         if layout.merge_duplicates:
             good, main.merged = _merge_continuations(good, "external_id")
         if kind == "events":
@@ -294,7 +319,7 @@ class Importer:
             main.merged = len(good) - len(unique)
             good = unique
 
-        problems = [p for p in [raw.rejects, *validated.problems] if not p.empty]
+        problems = [p for p in validated.problems if not p.empty]
         rejects = pd.concat(problems) if problems else raw.rejects
         main.rejected = int(rejects["row"].nunique())
         report.rejects_file = self._write_rejects(rejects, kind, path, rejects_path)
@@ -303,6 +328,9 @@ class Importer:
         run_id = self._start_run(report)
         try:
             self._store(kind, good, ctx, progress)
+            if not aliases.empty:
+                with self.engine.begin() as conn:
+                    self._store_aliases(conn, aliases, ctx)
         except BaseException:
             self._finish_run(run_id, report, "failed")
             raise
@@ -363,56 +391,56 @@ class Importer:
     def _validate_customers(self, checker: _Checker, layout: Layout) -> _Validated:
         text = checker.text
         tz = self.settings.shop_timezone
-        checker.add("external_id", parse.parse_id(_blank(text, "customer_id")))
         checker.mapping.setdefault("external_id", checker.mapping["customer_id"])
         text["external_id"] = text["customer_id"]
-        checker.add("email", parse.parse_email(_blank(text, "email")))
+        checker.add("external_id", parse.parse_id(text["customer_id"]))
+        checker.add("email", parse.parse_email(text["email"]))
         for name in ("first_name", "last_name", "country", "consent_source"):
-            checker.add(name, parse.parse_text(_blank(text, name)))
+            checker.add(name, parse.parse_text(text[name]))
         checker.add(
             "favourite_categories",
-            parse.parse_text(_blank(text, "favourite_categories"), max_length=1024),
+            parse.parse_text(text["favourite_categories"], max_length=1024),
         )
-        checker.add("timezone", parse.parse_timezone(_blank(text, "timezone")))
+        checker.add("timezone", parse.parse_timezone(text["timezone"]))
         for name in ("created_at", "consent_at", "unsubscribed_at"):
             checker.add(
-                name, parse.parse_time(_blank(text, name), tz, dayfirst=layout.dayfirst)
+                name, parse.parse_time(text[name], tz, dayfirst=layout.dayfirst)
             )
-        checker.add(
-            "accepts_marketing", parse.parse_bool(_blank(text, "accepts_marketing"))
-        )
+        checker.add("accepts_marketing", parse.parse_bool(text["accepts_marketing"]))
         checker.add(
             "max_emails_per_week",
-            parse.parse_int(_blank(text, "max_emails_per_week"), minimum=0),
+            parse.parse_int(text["max_emails_per_week"], minimum=0),
         )
         _reject_duplicates(checker, "external_id", "customer_id")
         return checker.result()
 
     def _validate_products(self, checker: _Checker, layout: Layout) -> _Validated:
         text = checker.text
-        checker.add("external_id", parse.parse_id(_blank(text, "product_id")))
         checker.mapping.setdefault("external_id", checker.mapping["product_id"])
         text["external_id"] = text["product_id"]
-        checker.add("title", parse.parse_text(_blank(text, "title"), max_length=512))
+        checker.add("external_id", parse.parse_id(text["product_id"]))
+        checker.add("title", parse.parse_text(text["title"], max_length=512))
         checker.add(
             "description",
-            parse.parse_text(_blank(text, "description"), max_length=20_000),
+            parse.parse_text(text["description"], max_length=20_000),
         )
         for name in ("category", "brand"):
-            checker.add(name, parse.parse_text(_blank(text, name)))
-        checker.add("price", parse.parse_decimal(_blank(text, "price")))
-        checker.add("currency", _parse_currency(_blank(text, "currency")))
+            checker.add(name, parse.parse_text(text[name]))
+        checker.add("price", parse.parse_decimal(text["price"]))
+        checker.add("currency", _parse_currency(text["currency"]))
         for name in ("image_url", "product_url"):
-            checker.add(name, self._parse_url(_blank(text, name)))
-        checker.add("in_stock", parse.parse_bool(_blank(text, "in_stock")))
+            checker.add(name, self._parse_url(text[name]))
+        checker.add("in_stock", parse.parse_bool(text["in_stock"]))
         checker.add(
             "created_at",
             parse.parse_time(
-                _blank(text, "created_at"),
+                text["created_at"],
                 self.settings.shop_timezone,
                 dayfirst=layout.dayfirst,
             ),
         )
+        if "_sku" in text:
+            checker.add("_sku", parse.parse_text(text["_sku"], max_length=128))
         if not layout.merge_duplicates:
             _reject_duplicates(checker, "external_id", "product_id")
         return checker.result()
@@ -423,11 +451,11 @@ class Importer:
         checker.add("order_id", parse.parse_id(text["order_id"]))
         checker.add("product_id", parse.parse_id(text["product_id"]))
         checker.add(
-            "customer_id", parse.parse_text(_blank(text, "customer_id"), max_length=128)
+            "customer_id", parse.parse_text(text["customer_id"], max_length=128)
         )
-        checker.add("email", parse.parse_email(_blank(text, "email")))
-        checker.add("country", parse.parse_text(_blank(text, "country")))
-        checker.add("title", parse.parse_text(_blank(text, "title"), max_length=512))
+        checker.add("email", parse.parse_email(text["email"]))
+        checker.add("country", parse.parse_text(text["country"]))
+        checker.add("title", parse.parse_text(text["title"], max_length=512))
         checker.add(
             "ordered_at",
             parse.parse_time(text["ordered_at"], tz, dayfirst=layout.dayfirst),
@@ -447,9 +475,9 @@ class Importer:
         checker.flag(~negative & (quantity.str.strip() == ""), "quantity", "missing")
         checker.add("unit_price", parse.parse_decimal(text["unit_price"]))
         checker.flag(text["unit_price"].str.strip() == "", "unit_price", "missing")
-        checker.add("currency", _parse_currency(_blank(text, "currency")))
+        checker.add("currency", _parse_currency(text["currency"]))
 
-        status = _blank(text, "status").str.strip().str.lower().replace("", "placed")
+        status = text["status"].str.strip().str.lower().replace("", "placed")
         checker.typed["status"] = status
         bad_status = ~status.isin(ORDER_STATUSES)
         checker.flag(bad_status, "status", "not one of placed, cancelled, returned")
@@ -459,13 +487,9 @@ class Importer:
     def _validate_events(self, checker: _Checker, layout: Layout) -> _Validated:
         text = checker.text
         checker.add("customer_id", parse.parse_id(text["customer_id"]))
-        checker.add(
-            "product_id", parse.parse_text(_blank(text, "product_id"), max_length=128)
-        )
-        checker.add("query", parse.parse_text(_blank(text, "query"), max_length=512))
-        checker.add(
-            "event_id", parse.parse_text(_blank(text, "event_id"), max_length=128)
-        )
+        checker.add("product_id", parse.parse_text(text["product_id"], max_length=128))
+        checker.add("query", parse.parse_text(text["query"], max_length=512))
+        checker.add("event_id", parse.parse_text(text["event_id"], max_length=128))
         checker.add(
             "occurred_at",
             parse.parse_time(
@@ -660,6 +684,26 @@ class Importer:
         )
         ctx.counts("events").add(written)
 
+    def _store_aliases(
+        self, conn: Connection, aliases: pd.DataFrame, ctx: _Context
+    ) -> None:
+        products = fetch_existing(
+            conn,
+            _PRODUCTS,
+            "external_id",
+            aliases["external_id"].tolist(),
+            ["external_id"],
+        )
+        ids = products.set_index("external_id")["id"]
+        frame = pd.DataFrame(
+            {"alias": aliases["_sku"], "product_id": _ids(aliases["external_id"], ids)}
+        )
+        frame = frame[frame["product_id"].notna()]
+        ctx.counts("aliases").add(
+            upsert(conn, _ALIASES, frame, key=["alias"], compare=["product_id"])
+        )
+        ctx.counts("aliases").read = len(frame)
+
     def _ensure_customers(
         self, conn: Connection, frame: pd.DataFrame, time: str, ctx: _Context
     ) -> pd.Series:
@@ -684,6 +728,14 @@ class Importer:
             refs["currency"] = groups["currency"].first()
         return self._ensure(conn, _PRODUCTS, refs, "products", ctx)
 
+    def _aliased(self, conn: Connection, table: Table, keys: list[Any]) -> pd.Series:
+        """Return store ids of the keys that are aliases of catalog products."""
+        if table is not _PRODUCTS or not keys:
+            return pd.Series(dtype="int64")
+        found = fetch_existing(conn, _ALIASES, "alias", keys, ["alias", "product_id"])
+        ids: pd.Series = found.set_index("alias")["product_id"].astype("int64")
+        return ids
+
     def _ensure(
         self,
         conn: Connection,
@@ -704,6 +756,8 @@ class Importer:
         existing = existing.set_index("external_id")
 
         missing = refs.loc[~refs.index.isin(existing.index)]
+        aliased = self._aliased(conn, table, missing.index.tolist())
+        missing = missing.loc[~missing.index.isin(aliased.index)]
         new = missing.rename(columns={"first_at": "created_at"}).assign(
             source="order", updated_at=self.now
         )
@@ -727,13 +781,14 @@ class Importer:
         )
         counts.updated += len(set(earlier.index) & set(fresh))
 
-        ids = existing["id"]
+        ids = pd.concat([existing["id"], aliased])
         if len(missing):
             added = fetch_existing(
                 conn, table, "external_id", missing.index.tolist(), ["external_id"]
             )
             ids = pd.concat([ids, added.set_index("external_id")["id"]])
-        return ids.astype("int64")
+        result: pd.Series = ids.astype("int64")
+        return result
 
 
 def _parse_currency(text: pd.Series) -> parse.Parsed:

@@ -238,10 +238,15 @@ _SHOPIFY_PRODUCTS = Layout(
     },
     reshape=_shopify_products,
     produces=("in_stock", "product_url"),
-    extra={"_inventory": "Variant Inventory Qty", "_status": "Status"},
+    extra={
+        "_inventory": "Variant Inventory Qty",
+        "_status": "Status",
+        "_sku": "Variant SKU",
+    },
     merge_duplicates=True,
     notes="one product per handle: variant and image rows fill the first row's "
-    "gaps; in stock when a variant has inventory",
+    "gaps; in stock when a variant has inventory; variant SKUs become aliases, "
+    "so order lines naming a SKU find the product",
 )
 
 _SHOPIFY_CUSTOMERS = Layout(
@@ -266,6 +271,9 @@ def _map_status(mapping: Mapping[str, str]) -> Reshape:
     def reshape(frame: pd.DataFrame) -> pd.DataFrame:
         raw = frame["status"].str.strip().str.lower()
         frame["status"] = raw.map(lambda s: mapping.get(s, s))
+        # Both platforms write customer id 0 for a guest checkout.
+        guest = frame["customer_id"].str.strip() == "0"
+        frame.loc[guest, "customer_id"] = ""
         return frame
 
     return reshape

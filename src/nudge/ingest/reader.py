@@ -33,7 +33,11 @@ csv.field_size_limit(10 * 1024 * 1024)
 
 @dataclass(frozen=True)
 class RawTable:
-    """The text cells of a file, with a `_row` column and the rows it rejected."""
+    """The text cells of a file, with a `_row` column and the rows it rejected.
+
+    A row with undecodable bytes stays in the frame (the bytes replaced) so that
+    its neighbours keep their positions; its number is among the rejects.
+    """
 
     frame: pd.DataFrame
     rejects: pd.DataFrame
@@ -119,7 +123,7 @@ def read_csv(path: Path, encoding: str = "utf-8") -> RawTable:
             shown = cells[column].encode("utf-8", "backslashreplace").decode()[:80]
             reason = f"not valid {encoding} text"
             bad.append((row_no, header[column], shown, reason))
-            continue
+            cells = [_UNDECODABLE.sub("\ufffd", c) for c in cells]
         good.append(cells)
         numbers.append(row_no)
 

@@ -133,6 +133,16 @@ class Product(Base):
     updated_at: Mapped[utc_time]
 
 
+class ProductAlias(Base):
+    """Another id an export uses for a product, such as a Shopify variant's SKU."""
+
+    __tablename__ = "product_aliases"
+
+    id: Mapped[int_pk]
+    alias: Mapped[str] = mapped_column(String(128), unique=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
+
+
 class Order(Base):
     """One order (an invoice); cancellations and returns keep their own rows."""
 

@@ -272,14 +272,6 @@ def test_a_fixed_line_comes_back_in_its_place(
     assert stored_order_lines(engine)[1] == (2, "P2", Decimal("2.00"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importer._prepare_orders numbers lines with cumcount over the rows "
-    "the reader kept, so a row the reader rejects (wrong width, invalid "
-    "UTF-8) shifts the later lines of its order: P3 is stored as line 2, and "
-    "the fixed export updates line 2 and inserts line 3 instead of inserting "
-    "line 2 alone",
-)
 def test_a_line_the_reader_rejects_keeps_its_place_too(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:

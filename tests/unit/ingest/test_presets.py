@@ -176,12 +176,6 @@ def test_shopify_customers_are_keyed_by_lower_cased_email(
     assert [(r[0], r[2], r[3]) for r in rejects(report)] == [(4, "", "missing")]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importer.py _validate_customers/_validate_products flag a missing "
-    "key as column 'external_id': checker.add('external_id') runs before "
-    "checker.mapping gets 'external_id', so the file's header name is lost",
-)
 def test_shopify_customer_without_email_is_rejected_against_the_email_column(
     engine: Engine, settings: Settings
 ) -> None:
@@ -250,12 +244,6 @@ def test_shopify_orders_create_placeholders_without_consent(
     assert wrap["created_at"] == datetime(2023, 7, 15, 13, 3, 22)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layouts.py: 'Cancelled at' (extra _cancelled_at) is not filled from "
-    "the order's first line like importer.ORDER_LEVEL fields, so the 2nd line "
-    "of cancelled order #1002 is stored 'placed' while its order is 'cancelled'",
-)
 def test_shopify_cancellation_applies_to_every_line_of_the_order(
     engine: Engine, settings: Settings
 ) -> None:
@@ -300,13 +288,6 @@ def test_shopify_products_merge_variant_and_image_rows(
     assert scarf["in_stock"] is False  # a draft is not for sale, whatever its stock
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="importer._merge_continuations takes the first non-empty in_stock "
-    "(groupby().first()), so a product whose first variant is sold out is "
-    "stored out of stock although its second variant has 5 (layouts.py notes "
-    "say 'in stock when a variant has inventory')",
-)
 def test_shopify_product_is_in_stock_when_any_variant_is(
     engine: Engine, settings: Settings
 ) -> None:
@@ -315,12 +296,6 @@ def test_shopify_product_is_in_stock_when_any_variant_is(
     assert product(engine, "linen-shirt")["in_stock"] is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layouts.py keys Shopify products by Handle but order lines by "
-    "'Lineitem sku', so a catalog import and an order import never meet: "
-    "every purchased variant becomes a separate placeholder product",
-)
 def test_shopify_order_lines_point_at_the_catalog_product(
     engine: Engine, settings: Settings
 ) -> None:
@@ -408,12 +383,6 @@ GUEST_EXPORTS = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layouts.py: WooCommerce ('Customer User ID') and BigCommerce "
-    "('Customer ID') write 0 for guest checkouts; the importer stores a "
-    "placeholder customer '0' that owns every guest order",
-)
 @pytest.mark.parametrize("fmt", sorted(GUEST_EXPORTS))
 def test_guest_checkouts_have_no_customer(
     engine: Engine, settings: Settings, fmt: str

@@ -479,10 +479,8 @@ def bad_catalog_row(draw: st.DrawFn, catalog: Catalog, number: int) -> Bad:
         cells[catalog.header.index(column)] = text
         return Bad(line(cells), column, reason)
     if problem == "missing":
-        # The column named for a missing key is not asserted: see the xfail
-        # test about it in test_presets.py.
         cells[0] = ""
-        return Bad(line(cells), None, "missing")
+        return Bad(line(cells), catalog.header[0], "missing")
     if problem == "invalid-utf8":
         cells[2] = f"x{MARK}y"
         return Bad(line(cells), catalog.header[2], "not valid utf-8 text")
