@@ -7,6 +7,7 @@ read from the environment only.
 
 from __future__ import annotations
 
+import importlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -29,6 +30,12 @@ from nudge.errors import ConfigError
 ENV_PREFIX = "NUDGE_"
 CONFIG_ENV = "NUDGE_CONFIG"
 DEFAULT_CONFIG = Path("config") / "nudge.toml"
+
+# Tables whose keys belong to a layer's own config model, named by import path
+# so that settings never import the layers above them until they are loaded.
+SECTIONS: dict[str, str] = {
+    "insight": "nudge.insight.config:InsightConfig",
+}
 
 SECRET_FIELDS = frozenset(
     {
@@ -75,6 +82,14 @@ class Settings(BaseModel):
 
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_format: Literal["console", "json"] = "console"
+
+    # Validated config models of the SECTIONS tables that the file or the
+    # environment set; a layer reads its own with `section(name)`.
+    sections: dict[str, Any] = Field(default_factory=dict)
+
+    def section(self, name: str) -> Any:
+        """Return the validated config of a section, or None when nothing set it."""
+        return self.sections.get(name)
 
     @field_validator("shop_timezone")
     @classmethod
@@ -160,9 +175,46 @@ def _read_env(env: Mapping[str, str]) -> dict[str, _Source]:
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
         name = var[len(ENV_PREFIX) :].lower()
-        if name in known and name != "home":
+        if (name in known and name not in {"home", "sections"}) or _section_of(name):
             sources[name] = _Source(var, value)
     return sources
+
+
+def _section_of(name: str) -> str | None:
+    for section in SECTIONS:
+        if name.startswith(section + "_"):
+            return section
+    return None
+
+
+def _load_model(path: str) -> type[BaseModel]:
+    module, _, attribute = path.partition(":")
+    model: type[BaseModel] = getattr(importlib.import_module(module), attribute)
+    return model
+
+
+def _build_sections(sources: dict[str, _Source]) -> dict[str, Any]:
+    """Validate the keys of each section table with that layer's config model."""
+    built: dict[str, Any] = {}
+    for section, path in SECTIONS.items():
+        prefix = section + "_"
+        keys = {k: s for k, s in sources.items() if k.startswith(prefix)}
+        if not keys:
+            continue
+        values = {k[len(prefix) :]: s.value for k, s in keys.items()}
+        try:
+            built[section] = _load_model(path)(**values)
+        except ValidationError as err:
+            first = err.errors()[0]
+            field = str(first["loc"][0]) if first["loc"] else ""
+            source = keys.get(prefix + field)
+            where = source.name if source else f"[{section}]"
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] == "extra_forbidden":
+                message = "unknown setting"
+            got = f" (got {source.value!r})" if source else ""
+            raise ConfigError(f"{message}{got}", key=where) from err
+    return built
 
 
 def find_config(env: Mapping[str, str], cwd: Path) -> Path | None:
@@ -190,8 +242,10 @@ def load_settings(
     sources = _read_file(config) if config else {}
     sources.update(_read_env(env))
 
+    sections = _build_sections(sources)
+    plain = {k: s.value for k, s in sources.items() if not _section_of(k)}
     try:
-        return Settings(home=home, **{k: s.value for k, s in sources.items()})
+        return Settings(home=home, sections=sections, **plain)
     except ValidationError as err:
         first = err.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "settings"

@@ -122,3 +122,19 @@ def test_shipped_config_is_valid() -> None:
     settings = load_settings(env={}, cwd=repo)
     assert settings.home == repo
     assert settings.shop_currency == "GBP"
+
+
+def test_section_tables_are_validated_by_their_layer(tmp_path: Path) -> None:
+    write_config(tmp_path, "[insight]\nnew_days = 14\n")
+    env = {"NUDGE_INSIGHT_CHURN_HIGH_FROM": "0.6"}
+    config = load_settings(env=env, cwd=tmp_path).section("insight")
+    assert (config.new_days, config.churn_high_from) == (14, 0.6)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"NUDGE_INSIGHT_NEW_DAYS": "soon"}, cwd=tmp_path)
+    assert str(caught.value).startswith("NUDGE_INSIGHT_NEW_DAYS: ")
+    assert "'soon'" in str(caught.value)
+
+    write_config(tmp_path, "[insight]\nnew_dayz = 14\n")
+    with pytest.raises(ConfigError, match="insight_new_dayz: unknown setting"):
+        load_settings(env={}, cwd=tmp_path)

@@ -11,6 +11,8 @@ from rich.table import Table
 from nudge.cli.app import App, console, pass_app
 from nudge.demo.synth import generate_shop, write_csv
 from nudge.ingest.importer import Importer
+from nudge.insight import service as insight_service
+from nudge.insight.config import InsightConfig
 from nudge.store import db as store
 
 
@@ -54,6 +56,14 @@ def demo(app: App, seed: int, customers: int, products: int) -> None:
             *(f"{n:,}" for n in (counts.unchanged, counts.rejected, counts.merged)),
         )
     console.print(table)
+
+    config = InsightConfig.from_settings(app.settings)
+    report = insight_service.refresh(app.engine, shop.end, config)
+    stages = ", ".join(f"{n:,} {stage}" for stage, n in report.stages.items())
+    console.print(
+        f"customer profiles as of {report.as_of:%Y-%m-%d}: {report.customers:,} "
+        f"customers ({stages}); model {report.model}"
+    )
 
     console.print(
         f"demo finished in {time.perf_counter() - started:.1f} s; "

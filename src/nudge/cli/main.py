@@ -12,7 +12,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from nudge import __version__
-from nudge.cli import db, demo, imports
+from nudge.cli import db, demo, imports, insight
 from nudge.cli.app import App, errors
 from nudge.errors import DatabaseError, NudgeError
 from nudge.logging import configure
@@ -29,7 +29,14 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = App(settings)
 
 
-for command in (db.db, imports.import_, demo.demo):
+for command in (
+    db.db,
+    imports.import_,
+    insight.insight,
+    insight.segments,
+    insight.customer,
+    demo.demo,
+):
     cli.add_command(command)
 
 
