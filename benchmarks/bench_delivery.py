@@ -1,0 +1,238 @@
+"""Time delivery: e-mails/s into a rate-limited Klaviyo double and into the outbox.
+
+Run as ``python benchmarks/bench_delivery.py [--klaviyo N] [--steady N]
+[--outbox N]`` (0 skips a run). The
+Klaviyo double enforces the documented limits of the bulk event job (10 requests
+a second, 150 a minute, 1,000 events a request) and answers 429 past them; the
+real SDK talks to it over loopback. Two runs: "cold" starts with empty windows
+(a run's first minute), "steady" starts with the last minute's 150 requests
+already counted, so every request waits for the steady rate: the figure a long
+run converges to. The outbox writes complete ``.eml`` files (plus the HTML copy
+and the indexes) to a folder on the repository's disk and to one in memory
+(``/dev/shm``, where present), to tell the disk from the CPU. Results are printed
+as a table and written to ``benchmarks/results/delivery.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from nudge.delivery import Outgoing
+from nudge.delivery.doubles import KlaviyoDouble
+from nudge.delivery.esp.klaviyo import EVENTS, KlaviyoAdapter
+from nudge.delivery.esp.outbox import OutboxAdapter
+from nudge.delivery.limits import LIMITS, Limiter
+from nudge.render import Recipient, Renderer, fixture_request
+from nudge.render.mime import message_id
+from nudge.render.model import Esp
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "delivery.json"
+TEMPLATES = REPO / "email_templates"
+TEMPLATE = "winback"
+CONSENTED = datetime(2025, 6, 1, tzinfo=UTC)
+TARGETS = {"klaviyo": 2_000, "outbox": 5_000}
+POOL = 200
+
+
+def outgoing(esp: Esp, count: int, run_id: str) -> list[Outgoing]:
+    """Return `count` sends: a pool of rendered e-mails, each copy its own send."""
+    renderer = Renderer(TEMPLATES, signing_secret="bench-secret")
+    base = fixture_request(TEMPLATE, esp=esp, products=6)
+    pool = []
+    for n in range(min(POOL, count)):
+        request = dataclasses.replace(
+            base,
+            send_id=f"pool{n}",
+            recipient=Recipient(n, f"customer{n}@example.com", "Ada"),
+        )
+        pool.append(
+            Outgoing.from_render(
+                request,
+                renderer.render(request),
+                run_id=run_id,
+                consented_at=CONSENTED,
+            )
+        )
+
+    # Copies share the rendered HTML (no gigabytes of strings) but not their
+    # identity: send id, address, Message-ID.
+    sends = []
+    for n in range(count):
+        template = pool[n % len(pool)]
+        send_id = f"snd_{n:08d}"
+        headers = dict(template.message.headers)
+        if headers:
+            headers["Message-ID"] = message_id(send_id, "demo-shop.example")
+            headers["X-Nudge-Send-Id"] = send_id
+        message = dataclasses.replace(
+            template.message, send_id=send_id, headers=headers
+        )
+        sends.append(
+            dataclasses.replace(
+                template,
+                send_id=send_id,
+                email=f"customer{n}@example.com",
+                customer_id=str(n),
+                message=message,
+                push_consent=n % 10 == 0,
+            )
+        )
+    return sends
+
+
+def klaviyo_run(count: int, *, steady: bool) -> dict[str, Any]:
+    """Deliver `count` e-mails into the rate-limited double; return the figures."""
+    batch = outgoing("klaviyo", count, "bench")
+    with KlaviyoDouble(enforce_limits=True) as double:
+        assert isinstance(double, KlaviyoDouble)
+        limiter = Limiter(LIMITS["klaviyo"])
+        if steady:
+            # The last minute already holds the 150 requests the window allows,
+            # spread evenly: from now on only the steady rate is left.
+            now = time.monotonic()
+            window = [now - 60 + 0.4 * n for n in range(150)]
+            double.preload(EVENTS, window)
+            for when in window:
+                limiter.record(EVENTS, when)
+        adapter = KlaviyoAdapter(double.api_key, base_url=double.url, limiter=limiter)
+        start = time.perf_counter()
+        results = adapter.deliver(batch)
+        seconds = time.perf_counter() - start
+        accepted = sum(r.ok for r in results)
+        requests = len(double.recorded("POST", "event-bulk"))
+        kept = len(double.events)
+        throttled = double.throttled
+    assert accepted == kept == count, (accepted, kept, count)
+    return {
+        "emails": count,
+        "seconds": round(seconds, 2),
+        "emails_per_second": round(count / seconds),
+        "event_requests": requests,
+        "answered_429": throttled,
+        "limiter_wait_s": round(limiter.waited, 2),
+    }
+
+
+def outbox_run(count: int, folder: Path) -> dict[str, Any]:
+    """Write `count` e-mails into an outbox folder; return the figures."""
+    batch = outgoing("outbox", count, "bench")
+    target = Path(tempfile.mkdtemp(prefix="nudge-bench-outbox-", dir=folder))
+    try:
+        adapter = OutboxAdapter(target, limiter=Limiter({}))
+        before = _cpu()
+        start = time.perf_counter()
+        results = []
+        for n in range(0, count, 1_000):
+            results.extend(adapter.deliver(batch[n : n + 1_000]))
+        adapter.close()
+        seconds = time.perf_counter() - start
+        cpu = _cpu() - before
+        written = len(list((target / "bench").glob("*.eml")))
+        size = sum(p.stat().st_size for p in (target / "bench").glob("*.eml"))
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    assert sum(r.ok for r in results) == written == count
+    return {
+        "emails": count,
+        "folder": "tmpfs" if str(folder).startswith("/dev/shm") else "disk",
+        "seconds": round(seconds, 2),
+        "emails_per_second": round(count / seconds),
+        "eml_bytes": round(size / count),
+        # CPU time of this process and its writer processes (their start-up
+        # included): what the run would take with both cores to itself.
+        "cpu_seconds": round(cpu, 2),
+        "emails_per_second_if_2_cores_free": round(count / (cpu / 2)),
+    }
+
+
+def _cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def main() -> int:
+    """Run the benchmark, print the table and write the JSON results."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--klaviyo", type=int, default=30_000)
+    parser.add_argument("--steady", type=int, default=20_000)
+    parser.add_argument("--outbox", type=int, default=20_000)
+    args = parser.parse_args()
+    console = Console()
+
+    runs: dict[str, Any] = {}
+    if args.klaviyo:
+        runs["klaviyo_cold"] = klaviyo_run(args.klaviyo, steady=False)
+    if args.steady:
+        runs["klaviyo_steady"] = klaviyo_run(args.steady, steady=True)
+    if args.outbox:
+        # Memory first: the disk run's gigabytes are still being flushed (and
+        # then discarded) long after it ends, which would slow any run after it.
+        if Path("/dev/shm").is_dir():
+            runs["outbox_tmpfs"] = outbox_run(args.outbox, Path("/dev/shm"))
+        scratch = REPO / "var"
+        scratch.mkdir(exist_ok=True)
+        runs["outbox_disk"] = outbox_run(args.outbox, scratch)
+
+    results = {
+        "environment": {
+            "python": platform.python_version(),
+            "klaviyo_api": version("klaviyo-api"),
+            "cpus": os.cpu_count(),
+            # Other work on the machine slows every figure: keep it beside them.
+            "load_average_1m": round(os.getloadavg()[0], 2),
+        },
+        "template": TEMPLATE,
+        "targets_emails_per_second": TARGETS,
+        **runs,
+    }
+
+    table = Table(title="delivery: e-mails per second (2 cores)")
+    for column in ("run", "e-mails", "seconds", "e-mails/s", "target", "notes"):
+        table.add_column(
+            column, justify="left" if column in ("run", "notes") else "right"
+        )
+    for name, run in runs.items():
+        esp = name.split("_")[0]
+        notes = (
+            f"{run['event_requests']} requests, {run['answered_429']} × 429, "
+            f"limiter waited {run['limiter_wait_s']} s"
+            if esp == "klaviyo"
+            else f"{run['eml_bytes']:,} bytes per .eml; "
+            f"{run['cpu_seconds']} CPU s: "
+            f"{run['emails_per_second_if_2_cores_free']:,}/s with 2 free cores"
+        )
+        ok = run["emails_per_second"] >= TARGETS[esp]
+        table.add_row(
+            name,
+            f"{run['emails']:,}",
+            f"{run['seconds']:.2f}",
+            f"{run['emails_per_second']:,}",
+            f"{'≥' if ok else '<'} {TARGETS[esp]:,}",
+            notes,
+        )
+    console.print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    console.print(f"written to {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
