@@ -35,6 +35,7 @@ DEFAULT_CONFIG = Path("config") / "nudge.toml"
 # so that settings never import the layers above them until they are loaded.
 SECTIONS: dict[str, str] = {
     "insight": "nudge.insight.config:InsightConfig",
+    "campaigns": "nudge.campaigns.config:PlannerConfig",
 }
 
 SECRET_FIELDS = frozenset(

@@ -12,7 +12,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from nudge import __version__
-from nudge.cli import db, demo, imports, insight
+from nudge.cli import campaigns, db, demo, imports, insight, recommend
 from nudge.cli.app import App, errors
 from nudge.errors import DatabaseError, NudgeError
 from nudge.logging import configure
@@ -35,6 +35,11 @@ for command in (
     insight.insight,
     insight.segments,
     insight.customer,
+    recommend.recommend,
+    campaigns.campaigns,
+    campaigns.plan,
+    campaigns.preview,
+    campaigns.approve,
     demo.demo,
 ):
     cli.add_command(command)

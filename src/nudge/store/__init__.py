@@ -1,4 +1,6 @@
 """The store: SQLAlchemy models, engines and migrations."""
 
-# Registers the insight tables on Base.metadata wherever the store is imported.
+# Registers the insight and campaign tables on Base.metadata wherever the store
+# is imported.
+from nudge.store import campaign_models as campaign_models
 from nudge.store import insight_models as insight_models
