@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
 
 import click
+import numpy as np
+import pandas as pd
 from rich.console import Console
 from sqlalchemy import Engine
 
@@ -36,3 +41,16 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def json_ready(value: Any) -> Any:
+    """Turn a cell of a frame into something json.dumps accepts."""
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return None if pd.isna(value) else value.isoformat()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is pd.NaT:
+        return None
+    return value

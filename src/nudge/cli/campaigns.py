@@ -5,12 +5,11 @@ from __future__ import annotations
 import getpass
 import json
 import math
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pandas as pd
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +24,7 @@ from nudge.campaigns.planner import (
 from nudge.campaigns.preview import preview as make_preview
 from nudge.campaigns.service import CampaignService, PlanResult
 from nudge.cli.app import App, console, errors, pass_app
+from nudge.cli.app import json_ready as _plain
 from nudge.errors import ConfigError
 
 DATE = click.DateTime(
@@ -44,19 +44,6 @@ SHORT = {
 
 def _service(app: App) -> CampaignService:
     return CampaignService(app.store(), app.settings)
-
-
-def _plain(value: Any) -> Any:
-    """Turn a cell of a frame into something json.dumps accepts."""
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NaT:
-        return None
-    return value
 
 
 def _cell(value: object) -> Text:

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import math
 import xml.etree.ElementTree as ET
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 import pandas as pd
 from rich.table import Table
 
 from nudge.cli.app import App, console, pass_app
+from nudge.cli.app import json_ready as _plain
 from nudge.insight import service
 from nudge.insight.backtest import BacktestReport, report_rows
 from nudge.insight.config import InsightConfig
@@ -29,19 +28,6 @@ BUY_AGAIN_SHOWN = 5
 
 def _config(app: App) -> InsightConfig:
     return InsightConfig.from_settings(app.settings)
-
-
-def _plain(value: Any) -> Any:
-    """Turn a cell of a frame into something json.dumps accepts."""
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return None if pd.isna(value) else value.isoformat()
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is pd.NaT:
-        return None
-    return value
 
 
 def _label(name: object) -> str:

@@ -117,32 +117,9 @@ class ImportReport:
         return out
 
 
-CUSTOMER_COLUMNS = (
-    "email",
-    "first_name",
-    "last_name",
-    "country",
-    "timezone",
-    "created_at",
-    "accepts_marketing",
-    "consent_source",
-    "consent_at",
-    "unsubscribed_at",
-    "favourite_categories",
-    "max_emails_per_week",
-)
-PRODUCT_COLUMNS = (
-    "title",
-    "description",
-    "category",
-    "brand",
-    "price",
-    "currency",
-    "image_url",
-    "product_url",
-    "in_stock",
-    "created_at",
-)
+# Stored columns beyond the key, in the generic layout's order.
+CUSTOMER_COLUMNS = FIELDS["customers"][1:]
+PRODUCT_COLUMNS = FIELDS["products"][1:]
 
 
 @dataclass
