@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 import psycopg
@@ -50,10 +48,10 @@ def _one_line(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
-def run(entry: Callable[..., Any], argv: list[str] | None = None) -> int:
+def run(entry: click.Command, argv: list[str] | None = None) -> int:
     """Run the CLI, turning every error a user can cause into one line."""
     try:
-        entry.main(args=argv, prog_name="nudge", standalone_mode=False)  # type: ignore[attr-defined]
+        entry.main(args=argv, prog_name="nudge", standalone_mode=False)
     except click.exceptions.Abort:
         errors.print("aborted", style="red")
         return 130
