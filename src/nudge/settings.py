@@ -35,6 +35,7 @@ DEFAULT_CONFIG = Path("config") / "nudge.toml"
 # so that settings never import the layers above them until they are loaded.
 SECTIONS: dict[str, str] = {
     "insight": "nudge.insight.config:InsightConfig",
+    "recommend": "nudge.recommend.config:RecommendConfig",
     "campaigns": "nudge.campaigns.config:PlannerConfig",
 }
 
@@ -194,6 +195,30 @@ def _load_model(path: str) -> type[BaseModel]:
     return model
 
 
+def _nest(model: type[BaseModel], flat: dict[str, Any]) -> dict[str, Any]:
+    """Put ``<part>_<field>`` keys into the nested part models a config has."""
+    parts = [
+        name
+        for name, info in model.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    ]
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        part = next(
+            (
+                p
+                for p in sorted(parts, key=len, reverse=True)
+                if key.startswith(p + "_")
+            ),
+            None,
+        )
+        if key in model.model_fields or part is None:
+            nested[key] = value
+        else:
+            nested.setdefault(part, {})[key[len(part) + 1 :]] = value
+    return nested
+
+
 def _build_sections(sources: dict[str, _Source]) -> dict[str, Any]:
     """Validate the keys of each section table with that layer's config model."""
     built: dict[str, Any] = {}
@@ -202,12 +227,13 @@ def _build_sections(sources: dict[str, _Source]) -> dict[str, Any]:
         keys = {k: s for k, s in sources.items() if k.startswith(prefix)}
         if not keys:
             continue
-        values = {k[len(prefix) :]: s.value for k, s in keys.items()}
+        model = _load_model(path)
+        values = _nest(model, {k[len(prefix) :]: s.value for k, s in keys.items()})
         try:
-            built[section] = _load_model(path)(**values)
+            built[section] = model(**values)
         except ValidationError as err:
             first = err.errors()[0]
-            field = str(first["loc"][0]) if first["loc"] else ""
+            field = "_".join(str(part) for part in first["loc"])
             source = keys.get(prefix + field)
             where = source.name if source else f"[{section}]"
             message = first["msg"].removeprefix("Value error, ")

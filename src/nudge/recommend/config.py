@@ -16,8 +16,6 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SETTINGS_PREFIX = "recommend_"
-
 
 class _Config(BaseModel):
     """A frozen configuration that refuses unknown keys."""
@@ -315,25 +313,10 @@ class RecommendConfig(_Config):
 
     @classmethod
     def from_settings(cls, settings: Any) -> Self:
-        """Build the config from the ``recommend_*`` fields a settings object has.
+        """Return the `[recommend]` config the settings hold, or the defaults.
 
-        A part's field is ``recommend_<part>_<field>`` (``[recommend.rules]
-        min_items`` in ``config/nudge.toml`` flattens to
-        ``recommend_rules_min_items``); fields the settings lack keep their
-        defaults.
+        A part's field is ``[recommend.<part>] <field>`` in ``config/nudge.toml``
+        or ``NUDGE_RECOMMEND_<PART>_<FIELD>``.
         """
-        values: dict[str, Any] = {}
-        for name, info in cls.model_fields.items():
-            part = info.annotation
-            if isinstance(part, type) and issubclass(part, BaseModel):
-                prefix = f"{SETTINGS_PREFIX}{name}_"
-                nested = {
-                    field: getattr(settings, prefix + field)
-                    for field in part.model_fields
-                    if getattr(settings, prefix + field, None) is not None
-                }
-                if nested:
-                    values[name] = nested
-            elif getattr(settings, SETTINGS_PREFIX + name, None) is not None:
-                values[name] = getattr(settings, SETTINGS_PREFIX + name)
-        return cls.model_validate(values)
+        config = settings.section("recommend") if settings is not None else None
+        return config if isinstance(config, cls) else cls()

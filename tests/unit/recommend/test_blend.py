@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from nudge.errors import ConfigError
 from nudge.recommend import RecommendConfig, make_strategy
 from nudge.recommend.blend import fuse, normalized
 from nudge.recommend.config import SOURCE, BlendConfig
 from nudge.recommend.ranked import Ranked
 from nudge.recommend.reasons import CODE
+from nudge.settings import load_settings
 from tests.unit.recommend.tiny import tiny_data
 
 SMALL = RecommendConfig(als={"factors": 4, "iterations": 3})
@@ -90,18 +95,19 @@ def test_forked_workers_give_the_same_lists_in_the_same_order() -> None:
     assert serial.skipped.equals(forked.skipped)
 
 
-def test_settings_fields_reach_the_configuration() -> None:
-    from types import SimpleNamespace
-
-    settings = SimpleNamespace(
-        recommend_seed=7,
-        recommend_rules_min_items=5,
-        recommend_als_factors=16,
-        recommend_blend_pool=20,
+def test_settings_fields_reach_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "nudge.toml").write_text(
+        "[recommend]\nseed = 7\n[recommend.rules]\nmin_items = 5\n", encoding="utf-8"
     )
-    config = RecommendConfig.from_settings(settings)
+    env = {"NUDGE_RECOMMEND_ALS_FACTORS": "16", "NUDGE_RECOMMEND_BLEND_POOL": "20"}
+    config = RecommendConfig.from_settings(load_settings(env=env, cwd=tmp_path))
     assert config.seed == 7
     assert config.rules.min_items == 5
     assert config.als.factors == 16
     assert config.blend.pool == 20
     assert config.als.alpha == RecommendConfig().als.alpha
+
+    env = {"NUDGE_RECOMMEND_RULES_MIN_ITEMS": "many"}
+    with pytest.raises(ConfigError, match=r"^NUDGE_RECOMMEND_RULES_MIN_ITEMS: "):
+        load_settings(env=env, cwd=tmp_path)
