@@ -76,24 +76,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from nudge.insight import profiles
+
 Kind = Literal["number", "text", "flag", "list"]
 Value = float | str | bool
 BoolArray = npt.NDArray[np.bool_]
 
-STAGES = ("new", "active", "reactivated", "at_risk", "churned", "prospect")
-SEGMENTS = (
-    "champions",
-    "loyal",
-    "potential_loyalists",
-    "new",
-    "at_risk",
-    "cant_lose",
-    "hibernating",
-    "lost",
-    "none",
-)
-CHURN_BANDS = ("low", "medium", "high", "none")
-PRICE_BANDS = ("budget", "mid", "premium")
+# The profile's own vocabularies, plus the words for customers without a purchase.
+STAGES = (*profiles.STAGES, "prospect")
+SEGMENTS = (*profiles.SEGMENTS, "none")
+CHURN_BANDS = (*profiles.CHURN_BANDS, "none")
+PRICE_BANDS = profiles.PRICE_BANDS
 KEYWORDS = frozenset({"and", "or", "not", "in", "has", "true", "false"})
 # Separators of an imported favourite_categories cell.
 _LIST_SPLIT = re.compile(r"\s*[|;,]\s*")

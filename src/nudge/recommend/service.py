@@ -28,7 +28,7 @@ from nudge.errors import ConfigError, NudgeError
 from nudge.logging import get_logger
 from nudge.recommend import make_strategy
 from nudge.recommend.base import Recommendations, Strategy
-from nudge.recommend.config import RecommendConfig
+from nudge.recommend.config import STRATEGY_NAMES, RecommendConfig
 from nudge.recommend.evaluate import EvaluationReport, evaluate
 from nudge.recommend.interactions import Interactions, build_interactions, naive_utc
 from nudge.recommend.tune import TuneReport, tune
@@ -48,19 +48,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 DETAIL_COLUMNS: tuple[str, ...] = ("reason_code", "evidence_product_id")
 TUNED_FILE = "tuned.json"
 # The parts of a configuration that tuning chooses.
-TUNED_PARTS: tuple[str, ...] = (
-    "feedback",
-    "best_sellers",
-    "trending",
-    "most_bought",
-    "buy_again",
-    "co_purchase",
-    "item_knn",
-    "als",
-    "content",
-    "new_arrivals",
-    "blend",
-)
+TUNED_PARTS: tuple[str, ...] = ("feedback", *STRATEGY_NAMES, "blend")
 Progress = Callable[[int, int], None]
 
 

@@ -24,7 +24,8 @@ SENDING = ("chosen", "deferred")
 def run(frame: pd.DataFrame, campaigns: list, **fields: object) -> Plan:
     """Plan with a recommender that always finds four products."""
     recommend = fields.pop("recommend", recommend_all())
-    return plan(PlanInput(AS_OF, campaigns, frame, **fields), recommend)  # type: ignore[arg-type]
+    given = PlanInput(AS_OF, campaigns, frame, **fields)  # type: ignore[arg-type]
+    return plan(given, recommend)
 
 
 def outcome_of(made: Plan, customer_id: int, name: str) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 
 from nudge.errors import ConfigError
 from nudge.render import (
+    Esp,
     Item,
     RenderedMessage,
     Renderer,
@@ -187,8 +188,8 @@ def test_outbox_and_smtp_sign_their_own_unsubscribe(renderer: Renderer) -> None:
 @pytest.mark.parametrize(
     ("esp", "tag"), [("klaviyo", "{% unsubscribe_url %}"), ("mailchimp", "*|UNSUB|*")]
 )
-def test_esps_get_their_own_merge_tag(renderer: Renderer, esp: str, tag: str) -> None:
-    message = renderer.render(fixture_request("winback", esp=esp))  # type: ignore[arg-type]
+def test_esps_get_their_own_merge_tag(renderer: Renderer, esp: Esp, tag: str) -> None:
+    message = renderer.render(fixture_request("winback", esp=esp))
 
     assert message.unsubscribe_url == tag
     assert f'href="{tag}"' in message.html
