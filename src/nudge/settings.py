@@ -12,8 +12,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from email.utils import formataddr
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -67,13 +69,17 @@ class Settings(BaseModel):
     shop_timezone: str = "Europe/London"
     shop_currency: str = Field(default="GBP", pattern=r"^[A-Z]{3}$")
     shop_postal_address: str = "1 Example Street, London, UK"
+    # The From address of every e-mail; default: the shop's name at hello@<host>.
+    shop_sender: str | None = None
 
     import_chunk_rows: int = Field(default=100_000, ge=1_000, le=5_000_000)
 
     klaviyo_base_url: str = "https://a.klaviyo.com"
     klaviyo_api_key: SecretStr | None = None
+    klaviyo_metric: str = "Nudge Recommendation"
     mailchimp_base_url: str | None = None
     mailchimp_api_key: SecretStr | None = None
+    mailchimp_list_id: str | None = None
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_username: str | None = None
@@ -81,6 +87,12 @@ class Settings(BaseModel):
     smtp_starttls: bool = False
     signing_secret: SecretStr | None = None
     alert_webhook_url: SecretStr | None = None
+
+    # Customers per delivery task: Celery moves under 1,000 tasks/s, so one
+    # task per customer would dominate a run.
+    jobs_chunk_size: int = Field(default=1_000, ge=1, le=100_000)
+    # Every how many seconds beat dispatches due sends (triggered, deferred).
+    jobs_dispatch_seconds: int = Field(default=60, ge=5, le=3_600)
 
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     log_format: Literal["console", "json"] = "console"
@@ -115,6 +127,14 @@ class Settings(BaseModel):
     def timezone(self) -> ZoneInfo:
         """Return the shop's time zone."""
         return ZoneInfo(self.shop_timezone)
+
+    @property
+    def sender(self) -> str:
+        """Return the From address: the configured one, or the shop at hello@<host>."""
+        if self.shop_sender:
+            return self.shop_sender
+        host = urlsplit(self.shop_url).hostname or "nudge.invalid"
+        return formataddr((self.shop_name, f"hello@{host.removeprefix('www.')}"))
 
     def path(self, value: Path) -> Path:
         """Resolve a configured path against the settings' home folder."""

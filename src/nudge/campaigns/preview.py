@@ -21,7 +21,6 @@ from decimal import Decimal
 from hashlib import blake2b
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -101,8 +100,7 @@ class PreviewReport:
 
 def sender(settings: Settings) -> str:
     """Return the From address of the shop's e-mails."""
-    host = urlparse(settings.shop_url).hostname or "localhost"
-    return f"{settings.shop_name} <hello@{host.removeprefix('www.')}>"
+    return settings.sender
 
 
 def build_request(

@@ -132,6 +132,7 @@ class KlaviyoAdapter(Adapter):
                 "a Klaviyo private API key is needed; set NUDGE_KLAVIYO_API_KEY",
                 key="klaviyo_api_key",
             )
+        options.setdefault("metric", settings.klaviyo_metric)
         return cls(
             settings.klaviyo_api_key.get_secret_value(),
             base_url=settings.klaviyo_base_url,

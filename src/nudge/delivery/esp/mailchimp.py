@@ -152,10 +152,12 @@ class MailchimpAdapter(Adapter):
                 "a Mailchimp API key is needed; set NUDGE_MAILCHIMP_API_KEY",
                 key="mailchimp_api_key",
             )
+        options.setdefault("list_id", settings.mailchimp_list_id)
         if not options.get("list_id"):
             raise ConfigError(
-                "the Mailchimp audience (list id) to send to is not set",
-                key="mailchimp list_id",
+                "the Mailchimp audience (list id) to send to is not set; set "
+                "[mailchimp] list_id or NUDGE_MAILCHIMP_LIST_ID",
+                key="mailchimp_list_id",
             )
         options.setdefault("from_name", settings.shop_name)
         return cls(

@@ -30,7 +30,6 @@ from email.utils import format_datetime, formataddr, parseaddr
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -58,9 +57,8 @@ td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}
 
 
 def default_sender(settings: Settings) -> str:
-    """Return the From address nudge uses when none is configured."""
-    host = urlsplit(settings.shop_url).hostname or "nudge.invalid"
-    return formataddr((settings.shop_name, f"hello@{host.removeprefix('www.')}"))
+    """Return the From address of the shop's e-mails (see `Settings.sender`)."""
+    return settings.sender
 
 
 def _address(value: str) -> str:
