@@ -98,6 +98,7 @@ DECISION_COLUMNS: tuple[str, ...] = (
     "variant",
     "expected_value",
     "send_at",
+    "occurrence",
 )
 
 
@@ -220,37 +221,62 @@ class _Candidates:
     campaign: IntArray
     row: IntArray
     base_at: npt.NDArray[np.datetime64]
+    occurrence: npt.NDArray[np.object_]
 
     def __len__(self) -> int:
         return len(self.row)
 
     @classmethod
-    def join(
-        cls, parts: Sequence[tuple[int, IntArray, npt.NDArray[np.datetime64]]]
-    ) -> _Candidates:
-        """Join each due campaign's (index, rows, send times) into one set."""
+    def join(cls, parts: Sequence[Part]) -> _Candidates:
+        """Join each due campaign's (index, rows, send times, occurrences)."""
         nothing = np.zeros(0, dtype=np.int64)
         return cls(
             campaign=np.concatenate(
-                [np.full(len(r), i, dtype=np.int64) for i, r, _ in parts] or [nothing]
+                [np.full(len(p.rows), p.index, dtype=np.int64) for p in parts]
+                or [nothing]
             ),
-            row=np.concatenate([r for _, r, _ in parts] or [nothing]),
+            row=np.concatenate([p.rows for p in parts] or [nothing]),
             base_at=np.concatenate(
-                [b for _, _, b in parts] or [np.zeros(0, "datetime64[ns]")]
+                [p.times for p in parts] or [np.zeros(0, "datetime64[ns]")]
             ).astype("datetime64[ns]"),
+            occurrence=np.concatenate(
+                [p.occurrences for p in parts] or [np.zeros(0, dtype=object)]
+            ).astype(object),
         )
 
 
-def due_campaigns(
-    data: PlanInput,
-) -> tuple[list[Due], list[tuple[int, IntArray, npt.NDArray[np.datetime64]]]]:
+@dataclass(frozen=True)
+class Part:
+    """One due campaign's candidates: audience rows, send times, occurrences.
+
+    The occurrence names what made the e-mail due, the same in every plan
+    that sees it: the schedule's firing, the event's due minute, or (for new
+    products, one digest a day) the day. The send ledger keeps one e-mail per
+    (campaign, customer, occurrence).
+    """
+
+    index: int
+    rows: IntArray
+    times: npt.NDArray[np.datetime64]
+    occurrences: npt.NDArray[np.object_]
+
+
+def _minutes(moments: npt.NDArray[np.datetime64]) -> npt.NDArray[np.object_]:
+    """Return moments as ISO text to the minute ("2026-12-03T09:00")."""
+    text: npt.NDArray[np.object_] = np.datetime_as_string(
+        moments.astype("datetime64[m]"), unit="m"
+    ).astype(object)
+    return text
+
+
+def due_campaigns(data: PlanInput) -> tuple[list[Due], list[Part]]:
     """Decide which campaigns are due and who each one's candidates are."""
     as_of = data.as_of
     horizon = timedelta(hours=data.config.horizon_hours)
     zone = ZoneInfo(data.shop_timezone)
     events = data.events if data.events is not None else no_events()
     dues: list[Due] = []
-    parts: list[tuple[int, IntArray, npt.NDArray[np.datetime64]]] = []
+    parts: list[Part] = []
 
     for index, campaign in enumerate(data.campaigns):
         forced = campaign.name in data.forced
@@ -268,15 +294,16 @@ def due_campaigns(
             times: npt.NDArray[np.datetime64] = np.full(
                 len(rows), np.datetime64(fire or as_of, "ns")
             )
+            occurrences = _minutes(times)
             due = fire is not None
         else:
-            rows, times, note = _event_candidates(
+            rows, times, occurrences, note = _event_candidates(
                 campaign, events, data.customers, members, as_of, horizon
             )
             due = len(rows) > 0 or forced
         dues.append(Due(campaign.name, due, note))
         if due:
-            parts.append((index, rows, times))
+            parts.append(Part(index, rows, times, occurrences))
     return dues, parts
 
 
@@ -301,8 +328,9 @@ def _event_candidates(
     members: IntArray,
     as_of: datetime,
     horizon: timedelta,
-) -> tuple[IntArray, npt.NDArray[np.datetime64], str]:
-    """Return the audience rows an event campaign is due for, with send times."""
+) -> tuple[IntArray, npt.NDArray[np.datetime64], npt.NDArray[np.object_], str]:
+    """Return the audience rows an event campaign is due for, with send times
+    and occurrences."""
     kind = campaign.trigger.event
     now = np.datetime64(as_of, "ns")
     occurred = pd.to_datetime(events["occurred_at"]).to_numpy("datetime64[ns]")
@@ -317,14 +345,21 @@ def _event_candidates(
         & (due_at < np.datetime64(as_of + horizon, "ns"))
     )
     if not keep.any():
-        empty = np.zeros(0, dtype=np.int64), np.zeros(0, dtype="datetime64[ns]")
-        return *empty, f"no {kind} events fall due"
+        return (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype="datetime64[ns]"),
+            np.zeros(0, dtype=object),
+            f"no {kind} events fall due",
+        )
 
-    # A new product concerns the whole audience, not one customer.
+    # A new product concerns the whole audience, not one customer: one
+    # digest a day whatever the number of products.
     if kind == "product_added":
         latest = max(due_at[keep].max(), now)
         base = np.full(len(members), latest)
-        return members.astype(np.int64), base, f"{int(keep.sum())} products added"
+        day = np.full(len(members), str(latest.astype("datetime64[D]")), dtype=object)
+        note = f"{int(keep.sum())} products added"
+        return members.astype(np.int64), base, day, note
 
     # Each customer's latest event, for audience members only.
     found = pd.DataFrame(
@@ -335,11 +370,13 @@ def _event_candidates(
     known = rows >= 0
     rows, when = rows[known], latest.to_numpy("datetime64[ns]")[known]
     inside = np.isin(rows, members)
-    rows, when = rows[inside].astype(np.int64), np.maximum(when[inside], now)
+    rows, when = rows[inside].astype(np.int64), when[inside]
     note = (
         f"{int(known.sum())} customers with {kind} events, {len(rows)} in the audience"
     )
-    return rows, when, note
+    # The event's own due minute names the occurrence, also when the send
+    # itself moves up to now because an earlier plan could not see it.
+    return rows, np.maximum(when, now), _minutes(when), note
 
 
 def no_events() -> pd.DataFrame:
@@ -791,6 +828,7 @@ def _decisions(work: _Work) -> pd.DataFrame:
             "variant": work.variant,
             "expected_value": np.round(work.value, 4),
             "send_at": work.send_at,
+            "occurrence": work.candidates.occurrence,
         },
         columns=list(DECISION_COLUMNS),
     )

@@ -245,7 +245,7 @@ def _pick(
     frame = audience.frame
     data = service.inputs(moment, [campaign], audience, [campaign.name], None)
     _, parts = due_campaigns(data)
-    rows = parts[0][1] if parts and len(parts[0][1]) else None
+    rows = parts[0].rows if parts and len(parts[0].rows) else None
     members = (
         frame.iloc[rows]
         if rows is not None

@@ -69,6 +69,9 @@ class PlanDecision(Base):
     variant: Mapped[str | None] = mapped_column(String(32))
     expected_value: Mapped[float | None] = mapped_column(Float)
     send_at: Mapped[datetime | None] = mapped_column(DateTime())
+    # What made the e-mail due (schedule firing, event minute, digest day);
+    # the send ledger keeps one e-mail per campaign, customer and occurrence.
+    occurrence: Mapped[str | None] = mapped_column(String(32))
     # The products of a winner, best first: product_id, score, strategy,
     # reason_code and reason.
     items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)

@@ -1,4 +1,4 @@
-"""send ledger: one row per (campaign, customer, occurrence) with its status
+"""send ledger: one row per (campaign, customer, occurrence), and plan occurrences
 
 Revision ID: 0005
 Revises: 0004
@@ -21,6 +21,11 @@ def _id() -> sa.types.TypeEngine[int]:
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("plan_decisions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("occurrence", sa.String(length=32), nullable=True)
+        )
+
     op.create_table(
         "sends",
         sa.Column("id", _id(), nullable=False),
@@ -79,3 +84,6 @@ def downgrade() -> None:
         batch_op.drop_index("ix_sends_status_due")
         batch_op.drop_index(batch_op.f("ix_sends_plan_run_id"))
     op.drop_table("sends")
+
+    with op.batch_alter_table("plan_decisions", schema=None) as batch_op:
+        batch_op.drop_column("occurrence")
