@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from nudge.cli.main import cli, run
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -134,9 +137,11 @@ def test_the_console_script_reports_errors_in_one_line(home: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_demo_imports_a_synthetic_shop_idempotently(
+def test_demo_imports_a_synthetic_shop_and_fills_the_outbox_once(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    shutil.copytree(REPO / "config", home / "config")
+    (home / "email_templates").symlink_to(REPO / "email_templates")
     args = ("demo", "--customers", "300", "--products", "60")
     assert nudge(*args) == 0
     first = capsys.readouterr().out
@@ -146,14 +151,26 @@ def test_demo_imports_a_synthetic_shop_idempotently(
     assert counts["customers"] == 300 and counts["products"] == 60
     assert counts["order_lines"] > 500 and counts["behaviour_events"] > 1000
 
-    # A second run finds every row already stored and adds nothing.
+    # Every accepted ledger row is one complete .eml in the run's folder.
+    emails = sorted((home / "var" / "outbox" / "1").glob("*.eml"))
+    assert counts["accepted"] == len(emails) > 20
+    assert f"{len(emails):,} e-mails written to the local outbox" in first
+    assert emails[0].read_bytes().startswith(b"Subject: ")
+
+    # A second run finds every row and every e-mail already there: nothing
+    # is imported or sent twice.
     assert nudge(*args) == 0
     assert _store_counts(home) == counts
+    assert len(list((home / "var" / "outbox").rglob("*.eml"))) == len(emails)
 
 
 def _store_counts(home: Path) -> dict[str, int]:
     tables = ("customers", "products", "orders", "order_lines", "behaviour_events")
     with sqlite3.connect(home / "var" / "nudge.db") as conn:
-        return {
+        found = {
             t: conn.execute(f"select count(*) from {t}").fetchone()[0] for t in tables
         }
+        found["accepted"] = conn.execute(
+            "select count(*) from sends where status = 'accepted'"
+        ).fetchone()[0]
+    return found

@@ -26,6 +26,7 @@ from nudge.campaigns.service import CampaignService, PlanResult
 from nudge.cli.app import App, console, errors, pass_app
 from nudge.cli.app import json_ready as _plain
 from nudge.errors import ConfigError
+from nudge.jobs import pipeline
 
 DATE = click.DateTime(
     formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M"]
@@ -147,9 +148,17 @@ def plan(
     """
     service = _service(app)
     with console.status("planning", spinner="dots") as status:
-        result = service.plan(
-            as_of, names, save=not dry_run, step=lambda text: status.update(text)
+        # A stored plan's e-mails go into the send ledger for `nudge send`.
+        planned = pipeline.plan_and_record(
+            service.engine,
+            app.settings,
+            names,
+            as_of=as_of,
+            save=not dry_run,
+            step=status.update,
+            service=service,
         )
+    result = planned.plan
     made = result.plan
     size = service.config.sample_size if sample is None else sample
     shown = _sample(made, size)

@@ -1,18 +1,22 @@
-"""`nudge demo`: a synthetic shop run through every stage that exists."""
+"""`nudge demo`: a synthetic shop run through every stage, ending in the outbox."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from rich.table import Table
 
+from nudge.campaigns.service import CampaignService, naive_utc, utc_now
 from nudge.cli.app import App, console, pass_app
+from nudge.delivery import ledger
 from nudge.demo.synth import generate_shop, write_csv
 from nudge.ingest.importer import Importer
 from nudge.insight import service as insight_service
 from nudge.insight.config import InsightConfig
+from nudge.jobs import pipeline
 from nudge.store import db as store
 
 
@@ -63,6 +67,43 @@ def demo(app: App, seed: int, customers: int, products: int) -> None:
     console.print(
         f"customer profiles as of {report.as_of:%Y-%m-%d}: {report.customers:,} "
         f"customers ({stages}); model {report.model}"
+    )
+
+    # Every enabled campaign, planned as of the shop's last day and sent to
+    # the local outbox; the demo approves what needs approval itself.
+    service = CampaignService(app.engine, app.settings)
+    enabled = [f.campaign.name for f in service.campaigns() if f.campaign.enabled]
+    planned = pipeline.plan_and_record(
+        app.engine, app.settings, enabled, as_of=shop.end, service=service
+    )
+    run_id = planned.run_id
+    assert run_id is not None
+    if planned.plan.status == "awaiting_approval":
+        service.approve(run_id, "nudge demo")
+    # Sends the plan moved out of quiet hours are due by the next day.
+    delivered = pipeline.dispatch(
+        app.engine,
+        app.settings,
+        now=max(naive_utc(shop.end) + timedelta(days=2), utc_now()),
+        run_id=run_id,
+        esp="outbox",
+    )
+    table = Table(title=f"plan run {run_id}: e-mails by campaign")
+    for name in ("campaign", "planned", "holdout", "sent"):
+        table.add_column(name, justify="left" if name == "campaign" else "right")
+    for summary in planned.plan.plan.summaries():
+        sent = ledger.counts(app.engine, run_id=run_id, campaign=summary.campaign)
+        table.add_row(
+            summary.campaign,
+            f"{summary.chosen + summary.deferred:,}",
+            f"{summary.holdout:,}",
+            f"{sent.get('accepted', 0):,}",
+        )
+    console.print(table)
+    outbox = pipeline.outbox_folder(app.settings) / str(run_id)
+    console.print(
+        f"{delivered.statuses.get('accepted', 0):,} e-mails written to the local "
+        f"outbox: {outbox} (open {outbox / 'index.html'})"
     )
 
     console.print(

@@ -10,7 +10,7 @@ import psycopg
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from nudge import __version__
-from nudge.cli import campaigns, db, demo, imports, insight, recommend
+from nudge.cli import campaigns, db, demo, imports, insight, recommend, send
 from nudge.cli.app import App, errors
 from nudge.errors import DatabaseError, NudgeError
 from nudge.logging import configure
@@ -38,6 +38,11 @@ for command in (
     campaigns.plan,
     campaigns.preview,
     campaigns.approve,
+    send.run,
+    send.send,
+    send.event,
+    send.sends,
+    send.esp,
     demo.demo,
 ):
     cli.add_command(command)

@@ -70,6 +70,8 @@ class Send(Base):
     occurrence: Mapped[str] = mapped_column(String(32))
     variant: Mapped[str | None] = mapped_column(String(32))
     holdout: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The campaign needs an operator's approval of the plan run before it goes.
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
     # The products, best first: product_id, score, strategy, reason_code, reason.
     items: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     subject: Mapped[str | None] = mapped_column(String(255))

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("occurrence", sa.String(length=32), nullable=False),
         sa.Column("variant", sa.String(length=32), nullable=True),
         sa.Column("holdout", sa.Boolean(), nullable=False),
+        sa.Column("approval_required", sa.Boolean(), nullable=False),
         sa.Column("items", sa.JSON(), nullable=True),
         sa.Column("subject", sa.String(length=255), nullable=True),
         sa.Column("esp", sa.String(length=16), nullable=False),

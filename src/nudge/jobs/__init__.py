@@ -1,0 +1,1 @@
+"""Jobs: the send pipeline as plain functions, and the Celery app around it."""
