@@ -232,8 +232,9 @@ class Delivered:
 
 
 def _reason(error: str) -> str:
-    """Return an error's kind for counting (its text before any detail)."""
-    return error.split(": ", 2)[1] if error.count(": ") >= 2 else error[:80]
+    """Return an error as counted and shown: the first line, at most 160 characters."""
+    line = error.strip().splitlines()[0] if error.strip() else "unknown error"
+    return line if len(line) <= 160 else line[:159] + "…"
 
 
 def dispatch(
