@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
@@ -654,8 +654,14 @@ def record_event(
     planned = None
     if names:
         restrict = [customer_id] if customer_id is not None else None
+        # The plan looks at events before its moment: one second after this one.
         planned = plan_and_record(
-            engine, settings, names, as_of=moment, restrict_to=restrict, service=service
+            engine,
+            settings,
+            names,
+            as_of=moment + timedelta(seconds=1),
+            restrict_to=restrict,
+            service=service,
         )
     return EventRecorded(kind, customer, stored, planned)
 
