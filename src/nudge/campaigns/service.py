@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from sqlalchemy import Engine, Table, func, insert, select, update
+from sqlalchemy import Engine, Table, and_, func, insert, or_, select, update
 
 from nudge.campaigns.audience import audience_frame
 from nudge.campaigns.config import PlannerConfig
@@ -53,12 +53,16 @@ from nudge.store import queries
 from nudge.store.campaign_models import PlanDecision, PlanRun
 from nudge.store.insight_models import CustomerProfile
 from nudge.store.models import BehaviourEvent, Customer, Order, Product
+from nudge.store.send_models import Send
 
 log = get_logger(__name__)
 
 _RUNS: Table = PlanRun.__table__  # type: ignore[assignment]
 _DECISIONS: Table = PlanDecision.__table__  # type: ignore[assignment]
 _PROFILES: Table = CustomerProfile.__table__  # type: ignore[assignment]
+_SENDS: Table = Send.__table__  # type: ignore[assignment]
+# Ledger statuses of e-mails that never reached anyone: they do not count.
+NEVER_SENT: tuple[str, ...] = ("failed", "suppressed")
 # Outcomes that put an e-mail on its way, and so count towards caps.
 SENDING: tuple[str, ...] = (CHOSEN, DEFERRED)
 # How far back the "cart" strategy looks for products left in a basket.
@@ -110,20 +114,31 @@ def naive_utc(moment: datetime) -> datetime:
 def sent_history(engine: Engine, as_of: datetime, days: float) -> pd.DataFrame:
     """Return the e-mails that count towards caps: customer_id, campaign, send_at.
 
-    Every cap reads this one function. Today it counts the chosen and
-    deferred decisions of plans made before ``as_of`` (any status, so an
-    approval that comes later cannot push a customer over a cap), with send
-    times from ``days`` before ``as_of`` on; re-planning the same moment
-    does not count itself, and the same e-mail planned twice counts once.
+    Every cap reads this one function. It counts the chosen and deferred
+    decisions of plans made before ``as_of`` (any status, so an approval that
+    comes later cannot push a customer over a cap), with send times from
+    ``days`` before ``as_of`` on, except the e-mails the send ledger shows
+    never went (failed, or suppressed at send time); re-planning the same
+    moment does not count itself, and the same e-mail planned twice counts
+    once.
     """
     since = as_of - timedelta(days=days)
     statement = (
         select(_DECISIONS.c.customer_id, _DECISIONS.c.campaign, _DECISIONS.c.send_at)
         .join(_RUNS, _RUNS.c.id == _DECISIONS.c.run_id)
+        .outerjoin(
+            _SENDS,
+            and_(
+                _SENDS.c.plan_run_id == _DECISIONS.c.run_id,
+                _SENDS.c.campaign == _DECISIONS.c.campaign,
+                _SENDS.c.customer_id == _DECISIONS.c.customer_id,
+            ),
+        )
         .where(
             _RUNS.c.as_of < as_of,
             _DECISIONS.c.outcome.in_(SENDING),
             _DECISIONS.c.send_at >= since,
+            or_(_SENDS.c.status.is_(None), _SENDS.c.status.not_in(NEVER_SENT)),
         )
         .distinct()
     )

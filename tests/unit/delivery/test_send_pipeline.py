@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, update
 
-from nudge.campaigns.service import CampaignService, naive_utc
+from nudge.campaigns.service import CampaignService, naive_utc, sent_history
 from nudge.delivery import ledger
 from nudge.delivery.base import Result
 from nudge.delivery.doubles import KlaviyoDouble, MailchimpDouble
@@ -350,3 +350,25 @@ def test_mailchimp_members_are_submitted_then_one_campaign_per_variant_is_sent(
     assert (groups == 1).all()
     assert len(campaigns) == len(groups)
     assert {c["status"] for c in campaigns.values()} == {"sent"}
+
+
+def test_an_email_that_never_went_does_not_count_towards_caps(
+    engine: Engine, settings: Settings
+) -> None:
+    planned = pipeline.plan_and_record(
+        engine, settings, ["picked_for_you"], as_of=SHOP_END
+    )
+    rows = _ledger(engine).query("status == 'planned'")
+    kept, dropped = (int(i) for i in rows["customer_id"].iloc[:2])
+    with engine.begin() as conn:
+        conn.execute(
+            update(Customer)
+            .where(Customer.id == dropped)
+            .values(unsubscribed_at=datetime(2026, 12, 1))
+        )
+    pipeline.dispatch(engine, settings, now=LATER, run_id=planned.run_id)
+
+    later = sent_history(engine, SHOP_END + timedelta(hours=1), 30)
+    counted = set(later["customer_id"].astype(int))
+    assert kept in counted
+    assert dropped not in counted
