@@ -3,7 +3,11 @@
 Covered: bulk event jobs (202, no body; every event kept once per profile,
 metric and ``unique_id``), bulk subscription jobs (202), templates (list with
 ``links.next`` cursors, filter ``equals(name,"…")``, create 201, update 200) and
-metrics (list with cursors). Errors are JSON:API ``errors`` arrays with
+metrics (list with cursors), and events (``GET /api/events`` with ``filter`` on
+``metric_id`` and ``datetime``/``timestamp``, ``sort``, ``page[size]``,
+``page[cursor]`` in ``links.next``, and ``include`` of metric and profile); every
+accepted bulk event is listed there too, and tests add engagement with
+`add_event`. Errors are JSON:API ``errors`` arrays with
 ``source.pointer``; a wrong key gets 401; with ``enforce_limits`` each endpoint's
 documented windows answer 429 with ``Retry-After``.
 """
@@ -13,11 +17,12 @@ from __future__ import annotations
 import math
 import re
 import threading
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from nudge.delivery.doubles.server import DoubleServer, Request, Response, new_id
 from nudge.delivery.limits import LIMITS, Rate
@@ -34,7 +39,10 @@ _LIMITED = {
     "profile-subscription-bulk-create-jobs": "profile-subscription-bulk-create-jobs",
     "templates": "templates",
     "metrics": "metrics",
+    "events": "events",
 }
+MAX_EVENT_PAGE = 1_000
+_FILTER_TERM = re.compile(r"([a-z-]+)\((\w+),\s*(.+)\)\Z", re.DOTALL)
 
 
 def error(
@@ -96,6 +104,11 @@ class KlaviyoDouble(DoubleServer):
         self.subscriptions: dict[str, dict[str, Any]] = {}
         self.templates: dict[str, dict[str, Any]] = {}
         self.metrics: dict[str, str] = {}
+        # What GET /api/events lists: every accepted bulk event and every
+        # event a test added, as stored resources with their metric's name.
+        self.stream: list[dict[str, Any]] = []
+        self.profile_ids: dict[str, str] = {}
+        self.event_page_size = 200
         self.rejected: dict[str, str] = {}
         self.throttled = 0
         self._state = threading.Lock()
@@ -113,6 +126,7 @@ class KlaviyoDouble(DoubleServer):
             "PATCH", r"/api/templates/(?P<id>[^/]+)/?", self._update_template
         )
         self.add_route("GET", r"/api/metrics/?", self._list_metrics)
+        self.add_route("GET", r"/api/events/?", self._list_events)
 
     # -------------------------------------------------------------- controls
 
@@ -128,6 +142,41 @@ class KlaviyoDouble(DoubleServer):
         """Count requests as made at these times, as if from another client."""
         with self._state:
             self._windows[endpoint].extend(sorted(times))
+
+    def add_metric(self, name: str) -> str:
+        """Make a metric known (as its first event would); return its id."""
+        with self._state:
+            return self.metrics.setdefault(name, new_id("M"))
+
+    def add_event(
+        self,
+        metric: str,
+        when: datetime | None,
+        *,
+        email: str | None = None,
+        external_id: str | None = None,
+        properties: dict[str, Any] | None = None,
+        event_id: str | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> str:
+        """Record an event as Klaviyo would list it; return its id.
+
+        ``attributes`` replace the resource's own (a malformed event for a test).
+        """
+        profile: dict[str, Any] = {"email": email, "external_id": external_id}
+        with self._state:
+            metric_id = self.metrics.setdefault(metric, new_id("M"))
+            key = _profile_key(profile)
+            self.profiles.setdefault(key, {}).update(
+                {k: v for k, v in profile.items() if v is not None}
+            )
+            resource = self._event_resource(
+                metric_id, key, properties or {}, when, event_id
+            )
+            if attributes is not None:
+                resource["attributes"] = attributes
+            self.stream.append(resource)
+        return str(resource["id"])
 
     def accepted_ids(self) -> list[str]:
         """Return the unique ids of the events kept, once each."""
@@ -296,6 +345,18 @@ class KlaviyoDouble(DoubleServer):
                         continue
                     self.events[ident] = record
                     self.event_log.append(record)
+                    properties = dict(record.properties)
+                    if unique:
+                        properties["$event_id"] = unique
+                    self.stream.append(
+                        self._event_resource(
+                            self.metrics[metric],
+                            key,
+                            properties,
+                            _when(record.time),
+                            None,
+                        )
+                    )
         return Response(202, None, content_type=JSONAPI)
 
     def _bulk_subscribe(self, request: Request, match: re.Match[str]) -> Response:
@@ -428,6 +489,124 @@ class KlaviyoDouble(DoubleServer):
             ]
         return self._page(request, "/api/metrics/", resources)
 
+    # -------------------------------------------------------------- event reads
+
+    def _event_resource(
+        self,
+        metric_id: str,
+        profile_key: str,
+        properties: dict[str, Any],
+        when: datetime | None,
+        event_id: str | None,
+    ) -> dict[str, Any]:
+        ident = event_id or new_id("E")
+        profile_id = self.profile_ids.setdefault(profile_key, new_id("P"))
+        return {
+            "type": "event",
+            "id": ident,
+            "attributes": {
+                "timestamp": int(when.timestamp()) if when else None,
+                "event_properties": properties,
+                "datetime": when.isoformat(timespec="seconds") if when else None,
+                "uuid": str(uuid.uuid4()),
+            },
+            "relationships": {
+                "profile": {
+                    "data": {"type": "profile", "id": profile_id},
+                    "links": self._links(f"events/{ident}/relationships/profile"),
+                },
+                "metric": {
+                    "data": {"type": "metric", "id": metric_id},
+                    "links": self._links(f"events/{ident}/relationships/metric"),
+                },
+            },
+            "links": {"self": f"{self.url}/api/events/{ident}/"},
+        }
+
+    def _links(self, path: str) -> dict[str, str]:
+        return {
+            "self": f"{self.url}/api/{path}/",
+            "related": f"{self.url}/api/{path.replace('relationships/', '')}/",
+        }
+
+    def _list_events(self, request: Request, match: re.Match[str]) -> Response:
+        try:
+            size = int(request.param("page[size]") or self.event_page_size)
+            start = int((request.param("page[cursor]") or "c0").lstrip("c"))
+        except ValueError:
+            return errors(
+                400, error(400, "invalid", "Invalid input.", "Invalid page parameter.")
+            )
+        if not 1 <= size <= MAX_EVENT_PAGE:
+            return errors(
+                400,
+                error(
+                    400,
+                    "invalid",
+                    "Invalid input.",
+                    f"page[size] must be between 1 and {MAX_EVENT_PAGE}.",
+                    None,
+                ),
+            )
+        try:
+            wanted = _event_filter(request.param("filter"))
+        except ValueError as err:
+            return errors(400, error(400, "invalid", "Invalid filter.", str(err)))
+        sort = request.param("sort") or "datetime"
+        if sort.lstrip("-") not in ("datetime", "timestamp"):
+            return errors(
+                400, error(400, "invalid", "Invalid input.", f"Cannot sort by {sort}.")
+            )
+        with self._state:
+            found = [e for e in self.stream if wanted(e)]
+        found.sort(key=_event_time, reverse=sort.startswith("-"))
+        page = found[start : start + size]
+
+        links = {"self": f"{self.url}/api/events/"}
+        if start + size < len(found):
+            query = {k: v[0] for k, v in request.query.items() if v}
+            query["page[cursor]"] = f"c{start + size}"
+            links["next"] = f"{self.url}/api/events/?{urlencode(query)}"
+        body: dict[str, Any] = {"data": page, "links": links}
+        include = {
+            part.strip()
+            for value in request.query.get("include", [])
+            for part in value.split(",")
+        }
+        if include:
+            body["included"] = self._included(page, include, request)
+        return Response(200, body, content_type=JSONAPI)
+
+    def _included(
+        self, page: list[dict[str, Any]], include: set[str], request: Request
+    ) -> list[dict[str, Any]]:
+        names = {metric_id: name for name, metric_id in self.metrics.items()}
+        profiles = {pid: key for key, pid in self.profile_ids.items()}
+        fields = request.param("fields[profile]")
+        shown = fields.split(",") if fields else None
+        included: dict[tuple[str, str], dict[str, Any]] = {}
+        for event in page:
+            relations = event.get("relationships") or {}
+            metric_id = relations["metric"]["data"]["id"]
+            if "metric" in include and metric_id in names:
+                included[("metric", metric_id)] = {
+                    "type": "metric",
+                    "id": metric_id,
+                    "attributes": {"name": names[metric_id]},
+                    "links": {"self": f"{self.url}/api/metrics/{metric_id}/"},
+                }
+            profile_id = relations["profile"]["data"]["id"]
+            if "profile" in include and profile_id in profiles:
+                stored = self.profiles.get(profiles[profile_id], {})
+                keys = shown or ["email", "external_id", "first_name"]
+                included[("profile", profile_id)] = {
+                    "type": "profile",
+                    "id": profile_id,
+                    "attributes": {k: stored.get(k) for k in keys},
+                    "links": {"self": f"{self.url}/api/profiles/{profile_id}/"},
+                }
+        return list(included.values())
+
     def _page(
         self, request: Request, path: str, resources: list[dict[str, Any]]
     ) -> Response:
@@ -470,6 +649,84 @@ def _equals_name(expression: str | None) -> str | None:
         return None
     found = re.fullmatch(r'equals\(name,\s*["\'](.*)["\']\)', expression)
     return found.group(1) if found else None
+
+
+def _when(text: str | None) -> datetime:
+    """Parse an ISO 8601 time, naive meaning UTC; now when there is none."""
+    if not text:
+        return datetime.now(UTC)
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _event_time(resource: dict[str, Any]) -> float:
+    """Return an event's time in seconds (0 when it has none readable)."""
+    attributes = resource.get("attributes")
+    if not isinstance(attributes, dict):
+        return 0.0
+    try:
+        return _when(attributes["datetime"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        stamp = attributes.get("timestamp")
+        return float(stamp) if isinstance(stamp, int | float) else 0.0
+
+
+def _split_terms(text: str) -> list[str]:
+    """Split a filter at its top-level commas (not inside parentheses or quotes)."""
+    terms, depth, quote_char, start = [], 0, "", 0
+    for n, char in enumerate(text):
+        if quote_char:
+            quote_char = "" if char == quote_char else quote_char
+        elif char in "\"'":
+            quote_char = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            terms.append(text[start:n].strip())
+            start = n + 1
+    terms.append(text[start:].strip())
+    return [t for t in terms if t]
+
+
+def _event_filter(expression: str | None) -> Any:
+    """Return a predicate over event resources for a Klaviyo filter expression."""
+    if not expression:
+        return lambda event: True
+    checks = [_event_term(term) for term in _split_terms(expression)]
+    return lambda event: all(check(event) for check in checks)
+
+
+def _event_term(term: str) -> Any:
+    if term.startswith("and(") and term.endswith(")"):
+        return _event_filter(term[4:-1])
+    found = _FILTER_TERM.match(term)
+    if found is None:
+        raise ValueError(f"Invalid filter term: {term}")
+    operator, field, raw = found.groups()
+    value = raw.strip().strip("\"'")
+    if field == "metric_id" and operator == "equals":
+        return lambda event: event["relationships"]["metric"]["data"]["id"] == value
+    if field == "profile_id" and operator == "equals":
+        return lambda event: event["relationships"]["profile"]["data"]["id"] == value
+    compare = {
+        "greater-than": lambda a, b: a > b,
+        "greater-or-equal": lambda a, b: a >= b,
+        "less-than": lambda a, b: a < b,
+        "less-or-equal": lambda a, b: a <= b,
+    }.get(operator)
+    if compare is None or field not in ("datetime", "timestamp"):
+        raise ValueError(f"'{operator}' is not a valid operator for '{field}'")
+    try:
+        bound = _when(value).timestamp() if field == "datetime" else float(value)
+    except ValueError as err:
+        raise ValueError(f"Invalid {field} value: {value}") from err
+
+    def check(event: dict[str, Any]) -> bool:
+        return bool(compare(_event_time(event), bound))
+
+    return check
 
 
 def _stamp() -> str:

@@ -5,7 +5,11 @@ members (``PUT`` upsert honouring ``status_if_new``), member tags (204), static
 segments (list, create), batch operations (``POST /batches`` runs the operations
 through the same routes; status goes ``pending`` → ``started`` → ``finished``; the
 results are a ``.tar.gz`` of JSON arrays at ``response_body_url``), and campaigns
-(create, content, get, list, send and schedule answering 204). Errors are
+(create, content, get, list, send and schedule answering 204), and what
+feedback reads: a campaign's e-mail activity (``since``) and unsubscribes, and
+the members of an audience by status (``since_last_changed``,
+``unsubscribed_since``), each paged by ``offset``/``count``; tests add activity
+with `add_activity`, `unsubscribe` and `clean`. Errors are
 ``application/problem+json`` as Mailchimp writes them; a wrong key gets 401; over
 10 requests at once get 429.
 """
@@ -13,6 +17,7 @@ results are a ``.tar.gz`` of JSON arrays at ``response_body_url``), and campaign
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -87,6 +92,10 @@ class MailchimpDouble(DoubleServer):
         self.sends: list[str] = []
         self.in_flight = 0
         self.most_in_flight = 0
+        # Reports: campaign id → subscriber hash → that member's activity, and
+        # campaign id → its unsubscribes.
+        self.activity: dict[str, dict[str, dict[str, Any]]] = {}
+        self.unsubscribes: dict[str, list[dict[str, Any]]] = {}
         self._state = threading.RLock()
         self.add_list(list_id)
 
@@ -115,6 +124,12 @@ class MailchimpDouble(DoubleServer):
         self.add_route("PUT", campaign + "/content", self._set_content)
         self.add_route("POST", campaign + "/actions/send", self._send)
         self.add_route("POST", campaign + "/actions/schedule", self._schedule)
+        report = api + r"/reports/(?P<id>[^/]+)"
+        self.add_route("GET", report + "/email-activity", self._email_activity)
+        self.add_route("GET", report + "/unsubscribed", self._unsubscribed)
+        self.add_route(
+            "GET", api + r"/lists/(?P<list>[^/]+)/members", self._list_members
+        )
 
     # -------------------------------------------------------------- controls
 
@@ -152,6 +167,114 @@ class MailchimpDouble(DoubleServer):
     def revoke_key(self) -> None:
         """Expire the API key: every later request gets a 401."""
         self.api_key = "revoked-" + new_id()
+
+    def add_campaign(self, list_id: str, title: str = "nudge test") -> str:
+        """Create a sent regular campaign to an audience; return its id."""
+        campaign_id = new_id()
+        campaign: dict[str, Any] = {
+            "id": campaign_id,
+            "web_id": len(self.campaigns) + 1,
+            "type": "regular",
+            "status": "sent",
+            "create_time": _stamp(),
+            "send_time": _stamp(),
+            "recipients": {"list_id": list_id},
+            "settings": {"title": title},
+            "content": None,
+        }
+        with self._state:
+            self.campaigns[campaign_id] = campaign
+        return campaign_id
+
+    def add_activity(
+        self,
+        campaign_id: str,
+        email: str,
+        action: str,
+        when: datetime,
+        *,
+        kind: str | None = None,
+        url: str | None = None,
+        ip: str | None = None,
+    ) -> dict[str, Any]:
+        """Record an open, click or bounce of a member in a campaign's report."""
+        campaign = self.campaigns[campaign_id]
+        entry: dict[str, Any] = {"action": action, "timestamp": _iso(when)}
+        if kind is not None:
+            entry["type"] = kind
+        if url is not None:
+            entry["url"] = url
+        if ip is not None:
+            entry["ip"] = ip
+        with self._state:
+            member = self.activity.setdefault(campaign_id, {}).setdefault(
+                subscriber_hash(email),
+                {
+                    "campaign_id": campaign_id,
+                    "list_id": campaign["recipients"]["list_id"],
+                    "list_is_active": True,
+                    "email_id": subscriber_hash(email),
+                    "email_address": email,
+                    "activity": [],
+                },
+            )
+            member["activity"].append(entry)
+        return entry
+
+    def unsubscribe(
+        self,
+        list_id: str,
+        email: str,
+        when: datetime,
+        *,
+        campaign_id: str | None = None,
+        reason: str = "N/A (Unsubscribed by the member)",
+    ) -> None:
+        """Unsubscribe a member, from a campaign's link when one is named."""
+        member = self._member_for(list_id, email)
+        with self._state:
+            member.update(
+                status="unsubscribed",
+                last_changed=_iso(when),
+                unsubscribe_reason=reason,
+            )
+            if campaign_id is not None:
+                self.unsubscribes.setdefault(campaign_id, []).append(
+                    {
+                        "email_id": member["id"],
+                        "email_address": email,
+                        "merge_fields": dict(member["merge_fields"]),
+                        "vip": False,
+                        "timestamp": _iso(when),
+                        "reason": reason,
+                        "campaign_id": campaign_id,
+                        "list_id": list_id,
+                        "list_is_active": True,
+                    }
+                )
+
+    def clean(self, list_id: str, email: str, when: datetime) -> None:
+        """Mark a member cleaned, as Mailchimp does after hard bounces."""
+        member = self._member_for(list_id, email)
+        with self._state:
+            member.update(status="cleaned", last_changed=_iso(when))
+
+    def _member_for(self, list_id: str, email: str) -> dict[str, Any]:
+        with self._state:
+            members = self.lists[list_id]["members"]
+            member: dict[str, Any] = members.setdefault(
+                subscriber_hash(email),
+                {
+                    "id": subscriber_hash(email),
+                    "email_address": email,
+                    "unique_email_id": new_id(),
+                    "status": "subscribed",
+                    "merge_fields": {},
+                    "tags": [],
+                    "list_id": list_id,
+                },
+            )
+            return member
 
     def members(self, list_id: str) -> dict[str, dict[str, Any]]:
         """Return an audience's members by subscriber hash."""
@@ -561,6 +684,109 @@ class MailchimpDouble(DoubleServer):
             campaign["status"] = "schedule"
             campaign["send_time"] = (request.json() or {}).get("schedule_time")
         return Response(204)
+
+    # -------------------------------------------------------------- reports
+
+    def _email_activity(self, request: Request, match: re.Match[str]) -> Response:
+        if match["id"] not in self.campaigns:
+            return _missing()
+        try:
+            since = _parse(request.param("since"))
+        except ValueError:
+            return problem(
+                400, "Invalid Resource", "The since parameter is not a valid time."
+            )
+        with self._state:
+            members = list(self.activity.get(match["id"], {}).values())
+            found = []
+            for member in members:
+                activity = [
+                    a
+                    for a in member["activity"]
+                    if since is None or _later(a["timestamp"], since)
+                ]
+                if activity:
+                    found.append({**member, "activity": activity})
+        return Response(
+            200,
+            {
+                "emails": _page(request, found),
+                "campaign_id": match["id"],
+                "total_items": len(found),
+            },
+        )
+
+    def _unsubscribed(self, request: Request, match: re.Match[str]) -> Response:
+        if match["id"] not in self.campaigns:
+            return _missing()
+        with self._state:
+            found = list(self.unsubscribes.get(match["id"], []))
+        return Response(
+            200,
+            {
+                "unsubscribes": _page(request, found),
+                "campaign_id": match["id"],
+                "total_items": len(found),
+            },
+        )
+
+    def _list_members(self, request: Request, match: re.Match[str]) -> Response:
+        audience = self._audience(match)
+        if audience is None:
+            return _missing()
+        status = request.param("status")
+        try:
+            changed = _parse(request.param("since_last_changed"))
+            unsubscribed = _parse(request.param("unsubscribed_since"))
+        except ValueError:
+            return problem(400, "Invalid Resource", "A time parameter is not valid.")
+        if unsubscribed is not None and status != "unsubscribed":
+            return problem(
+                400,
+                "Invalid Resource",
+                "unsubscribed_since can only be used with status unsubscribed.",
+            )
+        after = changed or unsubscribed
+        with self._state:
+            found = [
+                dict(m)
+                for m in audience["members"].values()
+                if (status is None or m.get("status") == status)
+                and (after is None or _later(m.get("last_changed"), after))
+            ]
+        return Response(
+            200,
+            {
+                "members": _page(request, found),
+                "list_id": audience["id"],
+                "total_items": len(found),
+            },
+        )
+
+
+def subscriber_hash(email: str) -> str:
+    """Return Mailchimp's member id: the MD5 of the lower-cased address."""
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def _iso(when: datetime) -> str:
+    aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _later(text: str | None, after: datetime) -> bool:
+    try:
+        when = _parse(text)
+    except ValueError:
+        return False
+    return when is not None and when > after
 
 
 def _page(request: Request, entries: list[Any]) -> list[Any]:
