@@ -10,7 +10,16 @@ import psycopg
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from nudge import __version__
-from nudge.cli import campaigns, db, demo, imports, insight, recommend, send
+from nudge.cli import (
+    campaigns,
+    db,
+    demo,
+    feedback,
+    imports,
+    insight,
+    recommend,
+    send,
+)
 from nudge.cli.app import App, errors
 from nudge.errors import DatabaseError, NudgeError
 from nudge.logging import configure
@@ -43,6 +52,7 @@ for command in (
     send.event,
     send.sends,
     send.esp,
+    feedback.feedback,
     demo.demo,
 ):
     cli.add_command(command)

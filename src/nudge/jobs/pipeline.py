@@ -41,6 +41,7 @@ from nudge.delivery.base import Adapter, CampaignSend, Outgoing, Result
 from nudge.delivery.ledger import Recorded
 from nudge.delivery.setup import esp_html
 from nudge.errors import NudgeError
+from nudge.feedback import store as feedback_store
 from nudge.logging import get_logger
 from nudge.render import Recipient, Renderer, ShopInfo
 from nudge.render.model import Esp
@@ -322,7 +323,11 @@ def deliver_chunk(
     if esp is not None:
         rows["esp"] = esp
 
-    people = _contacts(engine, rows["customer_id"].astype(int).unique().tolist())
+    customer_ids = rows["customer_id"].astype(int).unique().tolist()
+    people = _contacts(engine, customer_ids)
+    # Feedback's suppressions (unsubscribes, complaints, hard bounces) hold
+    # even where a later import cleared the customer's unsubscribe date.
+    people["suppressed"] = pd.Series(feedback_store.suppressed(engine, customer_ids))
     ready, suppressed = _consented(rows, people)
     for reason, group in suppressed.items():
         report.count(SUPPRESSED, len(group), error=f"ledger: {reason}")
@@ -415,6 +420,10 @@ def _consented(
     reasons = pd.Series("", index=rows.index, dtype=object)
     reasons[~consent] = "no consent"
     reasons[unsubscribed] = "unsubscribed"
+    blocked = person["suppressed"].notna().to_numpy()
+    reasons[blocked] = (
+        "suppressed after " + person["suppressed"][blocked].astype(str)
+    ).to_numpy()
     reasons[email == ""] = "no e-mail address"
     reasons[~known.to_numpy()] = "customer no longer in the store"
     out: dict[str, list[int]] = {}

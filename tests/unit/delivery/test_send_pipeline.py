@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, insert, select, update
 
 from nudge.campaigns.service import CampaignService, naive_utc, sent_history
 from nudge.delivery import ledger
@@ -26,6 +26,7 @@ from nudge.jobs import pipeline
 from nudge.jobs.pipeline import Context
 from nudge.settings import Settings
 from nudge.store.db import make_engine, upgrade
+from nudge.store.feedback_models import EngagementEvent, Suppression
 from nudge.store.models import Customer
 from nudge.store.send_models import Send
 
@@ -372,3 +373,37 @@ def test_an_email_that_never_went_does_not_count_towards_caps(
     counted = set(later["customer_id"].astype(int))
     assert kept in counted
     assert dropped not in counted
+
+
+def test_a_feedback_suppression_holds_even_when_an_import_clears_the_unsubscribe(
+    engine: Engine, settings: Settings
+) -> None:
+    planned = pipeline.plan_and_record(
+        engine, settings, ["picked_for_you"], as_of=SHOP_END
+    )
+    victim = int(_ledger(engine).query("status == 'planned'")["customer_id"].iloc[0])
+    with engine.begin() as conn:
+        event_id = conn.execute(
+            insert(EngagementEvent).values(
+                esp="klaviyo",
+                esp_event_id="evt-1",
+                kind="spam_complaint",
+                occurred_at=SHOP_END,
+                customer_id=victim,
+                received_at=SHOP_END,
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            insert(Suppression).values(
+                customer_id=victim,
+                event_id=event_id,
+                esp="klaviyo",
+                reason="spam_complaint",
+                suppressed_at=SHOP_END,
+                created_at=SHOP_END,
+            )
+        )
+    pipeline.dispatch(engine, settings, now=LATER, run_id=planned.run_id)
+    row = _ledger(engine).set_index("customer_id").loc[victim]
+    assert row["status"] == "suppressed"
+    assert row["error"] == "suppressed after spam_complaint"
