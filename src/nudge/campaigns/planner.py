@@ -47,6 +47,7 @@ import pandas as pd
 from nudge.campaigns.config import PlannerConfig
 from nudge.campaigns.cron import Cron
 from nudge.campaigns.holdout import in_holdout, variants
+from nudge.campaigns.learning import move_to_hour
 from nudge.campaigns.schema import Campaign, Recipe
 from nudge.campaigns.windows import build_rules, known_zone, next_allowed
 
@@ -132,6 +133,14 @@ class PlanInput:
     forced: frozenset[str] = frozenset()
     # Response rates learnt from feedback, replacing the campaigns' priors.
     response_rates: Mapping[str, float] = field(default_factory=dict)
+    # Learnt per (campaign, segment), preferred over the per-campaign rates;
+    # order values likewise, for campaigns with a fixed order value.
+    segment_rates: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    segment_values: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    # Variant shares per campaign (Thompson sampling), aligned to its variants.
+    variant_weights: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    # Each customer's preferred local send hour; "shop" for the shop-wide one.
+    preferred_hours: Mapping[object, int] = field(default_factory=dict)
     # Order value of customers without one; default: the median of `customers`.
     fallback_order_value: float | None = None
 
@@ -500,6 +509,8 @@ def _score(data: PlanInput, candidates: _Candidates) -> _Work:
         np.float64
     )
     response: FloatArray = rates[candidates.campaign].astype(np.float64)
+    if data.segment_rates or data.segment_values:
+        _learnt(data, candidates, response, order_value)
     value = response * order_value - fatigue
     empty = np.full(n, "", dtype=object)
     return _Work(
@@ -515,6 +526,31 @@ def _score(data: PlanInput, candidates: _Candidates) -> _Work:
         variant=np.full(n, None, dtype=object),
         send_at=np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]"),
     )
+
+
+def _learnt(
+    data: PlanInput,
+    candidates: _Candidates,
+    response: FloatArray,
+    order_value: FloatArray,
+) -> None:
+    """Put learnt rates and values per (campaign, segment) over the priors, in place."""
+    names = np.array([c.name for c in data.campaigns] or [""], dtype=object)
+    segments = data.customers["segment"].astype(str).to_numpy(object)
+    keys = list(
+        zip(
+            names[candidates.campaign].tolist(),
+            segments[candidates.row].tolist(),
+            strict=True,
+        )
+    )
+    for i, key in enumerate(keys):
+        rate = data.segment_rates.get(key)
+        if rate is not None:
+            response[i] = rate
+        value = data.segment_values.get(key)
+        if value is not None:
+            order_value[i] = value
 
 
 def typical_order_value(customers: pd.DataFrame, default: float) -> float:
@@ -749,11 +785,14 @@ def _holdout_and_variants(work: _Work) -> None:
         if len(mine) == 0:
             continue
         mine_keys = keys[work.candidates.row[mine]].tolist()
+        learnt = work.data.variant_weights.get(campaign.name)
         work.variant[mine] = variants(
             campaign.name,
             mine_keys,
             [v.name for v in campaign.variants],
-            [v.weight for v in campaign.variants],
+            list(learnt)
+            if learnt is not None and len(learnt) == len(campaign.variants)
+            else [v.weight for v in campaign.variants],
         )
         if campaign.holdout <= 0:
             continue
@@ -786,6 +825,9 @@ def _send_times(work: _Work) -> None:
         )
         base = work.candidates.base_at[mine]
         mine_zones = zones[work.candidates.row[mine]]
+        if window is not None and data.preferred_hours:
+            # Inside a send window, each customer's own best hour comes first.
+            base = _preferred(data, work.candidates.row[mine], base, mine_zones)
         moved, why = next_allowed(base, mine_zones, rules)
         work.send_at[mine] = moved
 
@@ -803,6 +845,19 @@ def _send_times(work: _Work) -> None:
                 strict=True,
             )
         ]
+
+
+def _preferred(
+    data: PlanInput,
+    rows: IntArray,
+    base: npt.NDArray[np.datetime64],
+    zones: npt.NDArray[np.object_],
+) -> npt.NDArray[np.datetime64]:
+    """Move sends to each customer's preferred hour (the shop's when unknown)."""
+    ids = data.customers["customer_id"].to_numpy()[rows].tolist()
+    shop = data.preferred_hours.get("shop")
+    hours = [data.preferred_hours.get(i, shop) for i in ids]
+    return move_to_hour(base, [str(z) for z in zones], hours)
 
 
 def _wall(moment: Any, zone: str) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Table, and_, func, insert, or_, select, update
 
 from nudge.campaigns.audience import audience_frame
 from nudge.campaigns.config import PlannerConfig
+from nudge.campaigns.learning import learn
 from nudge.campaigns.planner import (
     CHOSEN,
     DEFERRED,
@@ -291,6 +292,8 @@ class CampaignService:
             + [cap.days for c in campaigns for cap in c.caps]
             + [c.trigger.dedupe_time / timedelta(days=1) for c in campaigns]
         )
+        # What earlier sends taught: variant shares, response, send hours.
+        learned = learn(self.engine, moment, campaigns, self.settings.shop_timezone)
         return PlanInput(
             as_of=moment,
             campaigns=campaigns,
@@ -301,6 +304,10 @@ class CampaignService:
             shop_timezone=self.settings.shop_timezone,
             forced=frozenset(names),
             fallback_order_value=fallback,
+            segment_rates=learned.response_rates,
+            segment_values=learned.order_values,
+            variant_weights=learned.variant_weights,
+            preferred_hours=learned.preferred_hours,
         )
 
     def _save(self, made: Plan, status: str) -> int:
