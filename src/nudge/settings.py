@@ -39,6 +39,7 @@ SECTIONS: dict[str, str] = {
     "insight": "nudge.insight.config:InsightConfig",
     "recommend": "nudge.recommend.config:RecommendConfig",
     "campaigns": "nudge.campaigns.config:PlannerConfig",
+    "feedback": "nudge.feedback.config:FeedbackConfig",
 }
 
 SECRET_FIELDS = frozenset(
