@@ -18,6 +18,7 @@ from nudge.cli import (
     imports,
     insight,
     recommend,
+    report,
     send,
 )
 from nudge.cli.app import App, errors
@@ -53,6 +54,8 @@ for command in (
     send.sends,
     send.esp,
     feedback.feedback,
+    report.report,
+    report.health,
     demo.demo,
 ):
     cli.add_command(command)
@@ -66,7 +69,9 @@ def _one_line(err: BaseException) -> str:
 def run(entry: click.Command, argv: list[str] | None = None) -> int:
     """Run the CLI, turning every error a user can cause into one line."""
     try:
-        entry.main(args=argv, prog_name="nudge", standalone_mode=False)
+        # Without standalone mode click returns a command's exit code
+        # (`raise click.exceptions.Exit(1)`) instead of raising it.
+        code = entry.main(args=argv, prog_name="nudge", standalone_mode=False)
     except click.exceptions.Abort:
         errors.print("aborted", style="red")
         return 130
@@ -105,7 +110,7 @@ def run(entry: click.Command, argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         errors.print("interrupted", style="red")
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:
