@@ -227,11 +227,14 @@ class CampaignService:
         step: Step | None = None,
         restrict_to: Sequence[int] | None = None,
         audience: Audience | None = None,
+        keep_empty: bool = True,
     ) -> PlanResult:
         """Plan the due campaigns (or the named ones) as of a moment and store it.
 
         ``restrict_to`` plans for some customers (store ids) only, as previews
-        do; ``audience`` reuses an audience frame read for the same moment.
+        do; ``audience`` reuses an audience frame read for the same moment;
+        ``keep_empty=False`` stores nothing when no one was decided for (the
+        periodic plan of triggered campaigns).
         """
         step = step or (lambda _: None)
         moment = naive_utc(as_of) if as_of is not None else utc_now()
@@ -248,7 +251,7 @@ class CampaignService:
         )
         status = "awaiting_approval" if approval else "planned"
         run_id = None
-        if save:
+        if save and (keep_empty or len(made.decisions)):
             step("writing the plan")
             run_id = self._save(made, status)
         log.info(

@@ -17,6 +17,7 @@ from nudge.cli import (
     feedback,
     imports,
     insight,
+    jobs,
     recommend,
     report,
     send,
@@ -56,6 +57,8 @@ for command in (
     feedback.feedback,
     report.report,
     report.health,
+    jobs.worker,
+    jobs.beat,
     demo.demo,
 ):
     cli.add_command(command)

@@ -195,13 +195,25 @@ def _missing(value: Any) -> bool:
     )
 
 
-def mark_rendered(engine: Engine, subjects: Mapping[int, str]) -> None:
-    """Record that rows were rendered (with their subjects) and are being sent."""
+def mark_rendered(
+    engine: Engine, subjects: Mapping[int, str], esps: Mapping[int, str]
+) -> None:
+    """Record that rows were rendered (subject, ESP) and are being sent.
+
+    The ESP is written before the call, so that a row whose chunk dies goes
+    again through the ESP that may already hold it, never through another.
+    """
     if not subjects:
         return
     now = _now()
     records = [
-        {"_id": i, "status": RENDERED, "subject": s[:255], "updated_at": now}
+        {
+            "_id": i,
+            "status": RENDERED,
+            "subject": s[:255],
+            "esp": esps[i],
+            "updated_at": now,
+        }
         for i, s in subjects.items()
     ]
     with engine.begin() as conn:

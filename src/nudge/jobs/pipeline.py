@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import secrets
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
 from nudge.campaigns.preview import build_request, make_items
 from nudge.campaigns.schema import Campaign
@@ -167,10 +168,12 @@ def plan_and_record(
     step: Callable[[str], None] | None = None,
     service: CampaignService | None = None,
     save: bool = True,
+    keep_empty: bool = True,
 ) -> Planned:
     """Plan the named campaigns (or the due ones) and record the sends in the ledger.
 
-    ``save=False`` plans without storing anything (a dry run).
+    ``save=False`` plans without storing anything (a dry run);
+    ``keep_empty=False`` stores no run that decided nothing.
     """
     service = service or CampaignService(engine, settings)
     campaigns = {f.campaign.name: f.campaign for f in service.campaigns()}
@@ -180,7 +183,14 @@ def plan_and_record(
             f"no campaign named {', '.join(unknown)} in {service.campaigns_dir} "
             f"(known: {', '.join(sorted(campaigns))})"
         )
-    result = service.plan(as_of, names, step=step, restrict_to=restrict_to, save=save)
+    result = service.plan(
+        as_of,
+        names,
+        step=step,
+        restrict_to=restrict_to,
+        save=save,
+        keep_empty=keep_empty,
+    )
     if result.run_id is None:
         return Planned(result, None)
     esp_of = {name: c.esp for name, c in campaigns.items()}
@@ -354,7 +364,9 @@ def deliver_chunk(
         return report
 
     ledger.mark_rendered(
-        engine, {m.row_id: m.outgoing.message.subject for m in messages}
+        engine,
+        {m.row_id: m.outgoing.message.subject for m in messages},
+        {m.row_id: m.esp for m in messages},
     )
     by_esp: dict[str, list[_Message]] = {}
     for message in messages:
@@ -494,7 +506,8 @@ def _render(
             request,
             message,
             run_id=str(row["plan_run_id"]),
-            consented_at=_moment(consented),
+            # Consent without a date (exports without one) is consent now.
+            consented_at=_moment(consented) or utc_now(),
             push_consent=int(row["customer_id"]) not in reached.get(esp, set()),
         )
         messages.append(_Message(row_id, esp, int(row["attempts"] or 0), outgoing))
@@ -626,13 +639,15 @@ def record_event(
     customer: str | None = None,
     product: str | None = None,
     at: datetime | None = None,
+    key: str | None = None,
 ) -> EventRecorded:
     """Store a trigger event and plan the campaigns it triggers for the customer.
 
     ``order_placed`` stores an order (one line when a product is named),
     ``cart_abandoned`` an add-to-cart, ``product_viewed`` a view,
     ``product_added`` a new product (no customer). A delayed campaign is
-    recorded now with its due time and sent by the dispatcher then.
+    recorded now with its due time and sent by the dispatcher then. ``key``
+    (a task id, a webhook's event id) makes a repeat store nothing twice.
     """
     if kind not in EVENT_KINDS:
         raise PipelineError(f"unknown event {kind!r} (known: {', '.join(EVENT_KINDS)})")
@@ -647,7 +662,7 @@ def record_event(
         )
 
     stored = _store_event(
-        engine, settings, kind, customer_id, product, product_id, moment
+        engine, settings, kind, customer_id, product, product_id, moment, key
     )
     service = CampaignService(engine, settings)
     trigger = {
@@ -703,10 +718,16 @@ def _store_event(
     product: str | None,
     product_id: int | None,
     moment: datetime,
+    key: str | None = None,
 ) -> str:
-    """Write the event into the shop data; return what was stored, in words."""
-    key = uuid.uuid4().hex[:16]
+    """Write the event into the shop data; return what was stored, in words.
+
+    An event whose key was stored before is not stored again.
+    """
+    key = _event_key(key) if key else uuid.uuid4().hex[:16]
     with engine.begin() as conn:
+        if _seen(conn, kind, f"event-{key}"):
+            return f"{kind} event-{key} was stored before"
         if kind == "order_placed":
             result = conn.execute(
                 insert(Order).values(
@@ -758,6 +779,22 @@ def _store_event(
             )
         )
         return f"{event_type} event-{key}"
+
+
+def _event_key(key: str) -> str:
+    return hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+
+
+def _seen(conn: Connection, kind: str, external: str) -> bool:
+    if kind == "order_placed":
+        statement = select(Order.id).where(Order.external_id == external)
+    elif kind == "product_added":
+        return False
+    else:
+        statement = select(BehaviourEvent.id).where(
+            BehaviourEvent.event_key == external
+        )
+    return conn.execute(statement).first() is not None
 
 
 def outbox_folder(settings: Settings) -> Path:

@@ -27,7 +27,7 @@ from nudge.jobs.pipeline import Context
 from nudge.settings import Settings
 from nudge.store.db import make_engine, upgrade
 from nudge.store.feedback_models import EngagementEvent, Suppression
-from nudge.store.models import Customer
+from nudge.store.models import Customer, Order
 from nudge.store.send_models import Send
 
 REPO = Path(__file__).resolve().parents[3]
@@ -407,3 +407,35 @@ def test_a_feedback_suppression_holds_even_when_an_import_clears_the_unsubscribe
     row = _ledger(engine).set_index("customer_id").loc[victim]
     assert row["status"] == "suppressed"
     assert row["error"] == "suppressed after spam_complaint"
+
+
+def test_a_rendered_row_keeps_the_esp_it_is_sent_through(
+    engine: Engine, settings: Settings
+) -> None:
+    pipeline.plan_and_record(engine, settings, ["picked_for_you"], as_of=SHOP_END)
+    row = int(_ledger(engine).query("status == 'planned'")["id"].iloc[0])
+    ledger.mark_rendered(engine, {row: "Hello"}, {row: "klaviyo"})
+    after = _ledger(engine).set_index("id").loc[row]
+    assert (after["status"], after["esp"], after["subject"]) == (
+        "rendered",
+        "klaviyo",
+        "Hello",
+    )
+
+
+def test_an_event_delivered_twice_is_stored_once(
+    engine: Engine, settings: Settings
+) -> None:
+    first = pipeline.record_event(
+        engine, settings, "order_placed", customer="C00002", key="task-1"
+    )
+    again = pipeline.record_event(
+        engine, settings, "order_placed", customer="C00002", key="task-1"
+    )
+    assert first.stored.startswith("order event-")
+    assert again.stored == f"order_placed {first.stored[6:]} was stored before"
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(Order.id).where(Order.external_id.like("event-%"))
+        ).all()
+    assert len(found) == 1
