@@ -151,11 +151,15 @@ def test_demo_imports_a_synthetic_shop_and_fills_the_outbox_once(
     assert counts["customers"] == 300 and counts["products"] == 60
     assert counts["order_lines"] > 500 and counts["behaviour_events"] > 1000
 
-    # Every accepted ledger row is one complete .eml in the run's folder.
-    emails = sorted((home / "var" / "outbox" / "1").glob("*.eml"))
+    # Every accepted ledger row is one complete .eml in its run's folder.
+    emails = sorted((home / "var" / "outbox").rglob("*.eml"))
     assert counts["accepted"] == len(emails) > 20
     assert f"{len(emails):,} e-mails written to the local outbox" in first
     assert emails[0].read_bytes().startswith(b"Subject: ")
+    # Simulated customers acted on them, and the report says what it earned.
+    assert counts["engagement_events"] > 0
+    assert "revenue per campaign" in first
+    assert (home / "var" / "report.html").read_text().count("<svg") >= 2
 
     # A second run finds every row and every e-mail already there: nothing
     # is imported or sent twice.
@@ -172,5 +176,8 @@ def _store_counts(home: Path) -> dict[str, int]:
         }
         found["accepted"] = conn.execute(
             "select count(*) from sends where status = 'accepted'"
+        ).fetchone()[0]
+        found["engagement_events"] = conn.execute(
+            "select count(*) from engagement_events"
         ).fetchone()[0]
     return found

@@ -1,4 +1,4 @@
-"""`nudge demo`: a synthetic shop run through every stage, ending in the outbox."""
+"""`nudge demo`: a synthetic shop run through every stage, from import to report."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from nudge.campaigns.service import CampaignService, naive_utc, utc_now
+from nudge.campaigns.service import CampaignService
 from nudge.cli.app import App, console, pass_app
-from nudge.delivery import ledger
+from nudge.cli.report import print_report
+from nudge.demo.engagement import Round, demo_truth, weekly_rounds
 from nudge.demo.synth import generate_shop, write_csv
+from nudge.feedback.report import build_report
 from nudge.ingest.importer import Importer
 from nudge.insight import service as insight_service
 from nudge.insight.config import InsightConfig
@@ -28,8 +30,15 @@ from nudge.store import db as store
     "--customers", default=3000, show_default=True, help="Number of customers."
 )
 @click.option("--products", default=400, show_default=True, help="Number of products.")
+@click.option(
+    "--weeks",
+    type=click.IntRange(1, 12),
+    default=4,
+    show_default=True,
+    help="Weeks of sending and simulated engagement.",
+)
 @pass_app
-def demo(app: App, seed: int, customers: int, products: int) -> None:
+def demo(app: App, seed: int, customers: int, products: int, weeks: int) -> None:
     """Create a synthetic shop, import it and run the pipeline on it."""
     started = time.perf_counter()
     store.upgrade(app.engine)
@@ -69,44 +78,62 @@ def demo(app: App, seed: int, customers: int, products: int) -> None:
         f"customers ({stages}); model {report.model}"
     )
 
-    # Every enabled campaign, planned as of the shop's last day and sent to
-    # the local outbox; the demo approves what needs approval itself.
+    # Every enabled campaign, planned week by week from the shop's last day,
+    # delivered to the local outbox; simulated customers open, click and buy,
+    # and each week's plan learns from the weeks before.
     service = CampaignService(app.engine, app.settings)
     enabled = [f.campaign.name for f in service.campaigns() if f.campaign.enabled]
-    planned = pipeline.plan_and_record(
-        app.engine, app.settings, enabled, as_of=shop.end, service=service
-    )
-    run_id = planned.run_id
-    assert run_id is not None
-    if planned.plan.status == "awaiting_approval":
-        service.approve(run_id, "nudge demo")
-    # Sends the plan moved out of quiet hours are due by the next day.
-    delivered = pipeline.dispatch(
-        app.engine,
-        app.settings,
-        now=max(naive_utc(shop.end) + timedelta(days=2), utc_now()),
-        run_id=run_id,
-        esp="outbox",
-    )
-    table = Table(title=f"plan run {run_id}: e-mails by campaign")
-    for name in ("campaign", "planned", "holdout", "sent"):
-        table.add_column(name, justify="left" if name == "campaign" else "right")
-    for summary in planned.plan.plan.summaries():
-        sent = ledger.counts(app.engine, run_id=run_id, campaign=summary.campaign)
-        table.add_row(
-            summary.campaign,
-            f"{summary.chosen + summary.deferred:,}",
-            f"{summary.holdout:,}",
-            f"{sent.get('accepted', 0):,}",
+    with console.status("planning", spinner="dots") as status:
+        rounds = weekly_rounds(
+            app.engine,
+            app.settings,
+            shop,
+            enabled,
+            demo_truth(),
+            weeks=weeks,
+            seed=seed,
+            step=status.update,
         )
-    console.print(table)
-    outbox = pipeline.outbox_folder(app.settings) / str(run_id)
+    console.print(_rounds_table(rounds))
+    sent = sum(r.delivered.statuses.get("accepted", 0) for r in rounds)
+    outbox = pipeline.outbox_folder(app.settings)
     console.print(
-        f"{delivered.statuses.get('accepted', 0):,} e-mails written to the local "
-        f"outbox: {outbox} (open {outbox / 'index.html'})"
+        f"{sent:,} e-mails written to the local outbox {outbox} "
+        f"(one folder per plan run, each with an index.html)",
+        highlight=False,
     )
+
+    # The simulated weeks run ahead of the clock: report as of their end.
+    found = build_report(
+        app.engine, app.settings, now=rounds[-1].as_of + timedelta(days=7)
+    )
+    html = app.settings.path(app.settings.var_dir) / "report.html"
+    found.write_html(html)
+    print_report(found, brief=True)
+    console.print(f"full report: `nudge report`; with charts: {html}", highlight=False)
 
     console.print(
         f"demo finished in {time.perf_counter() - started:.1f} s; "
         f"store: {store.describe(app.engine)}"
     )
+
+
+def _rounds_table(rounds: list[Round]) -> Table:
+    table = Table(title="weekly rounds: sent, and what simulated customers did")
+    for name in ("week", "plan run", "sent", "opens", "machine", "clicks", "orders"):
+        table.add_column(name, justify="right")
+    table.add_column("picked_for_you a / b")
+    for r in rounds:
+        shares = r.variants.get("picked_for_you", {})
+        sim = r.simulated
+        table.add_row(
+            f"{r.as_of:%Y-%m-%d}",
+            str(r.run_id),
+            f"{r.delivered.statuses.get('accepted', 0):,}",
+            f"{sim.opens:,}",
+            f"{sim.machine_opens:,}",
+            f"{sim.clicks:,}",
+            f"{sim.orders:,} (+{sim.holdout_orders} holdout)",
+            f"{shares.get('a', 0):,} / {shares.get('b', 0):,}",
+        )
+    return table

@@ -80,13 +80,13 @@ def report(
     if as_json:
         click.echo(found.to_json())
         return
-    _print_report(found)
+    print_report(found)
     if html_file is not None:
         console.print(f"HTML report written to {html_file}", highlight=False)
 
 
-def _print_report(found: Report) -> None:
-    """Print the report's tables, the answer (money) first."""
+def print_report(found: Report, *, brief: bool = False) -> None:
+    """Print the report's tables, the answer (money) first; brief: that one only."""
     scope = found.campaign or "all campaigns"
     since = f" since {found.since:%Y-%m-%d}" if found.since else ""
     console.print(
@@ -112,6 +112,11 @@ def _print_report(found: Report) -> None:
     ]
 
     console.print(_table(campaigns, [name], [*rates, *money], "revenue per campaign"))
+    if brief:
+        console.print(
+            _table(variants, [name, variant], engagement[:5], "engagement per variant")
+        )
+        return
     console.print(_table(campaigns, [name], engagement, "engagement per campaign"))
     console.print(
         _table(variants, [name, variant], [*rates, *money], "revenue per variant")

@@ -21,21 +21,31 @@ written into the shop's orders as the next import would bring them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
+from nudge.campaigns.service import CampaignService, naive_utc
 from nudge.demo.synth import CATEGORY_NAMES, SyntheticShop
 from nudge.feedback import store as feedback_store
 from nudge.feedback.events import Engagement, PullReport, digest
+from nudge.insight import service as insight_service
+from nudge.insight.config import InsightConfig
+from nudge.jobs import pipeline
+from nudge.jobs.pipeline import Delivered
+from nudge.settings import Settings
 from nudge.store.models import Customer, Order, OrderLine, Product
 from nudge.store.send_models import Send
 
+# The demo's hidden truth: variant b of picked_for_you is clicked more, and
+# picked_for_you sells; new_arrivals e-mails change nothing.
+DEMO_TRUTH_LIFT = {("picked_for_you", "a"): 0.7, ("picked_for_you", "b"): 2.0}
+DEMO_TRUTH_EFFECT = {"picked_for_you": 0.08}
 MACHINE_SHARE = 0.15  # opens made by privacy proxies at delivery
 APPLE_PROXY = "Mozilla/5.0"
 BUY_DAYS = 4.0  # a response comes within this many days
@@ -108,6 +118,14 @@ def simulate(
     buy_p += np.where(clicked & (effect > 0), truth.click_boost, 0.0)
     bought = (mailed | held) & (rng.random(n) < np.clip(buy_p, 0, 1))
 
+    # The simulation's clock is the plan's: each e-mail arrived when it was
+    # due, which is what the machine-open rules compare opens with.
+    with engine.begin() as conn:
+        conn.execute(
+            update(Send)
+            .where(Send.plan_run_id == run_id, Send.status == "accepted")
+            .values(submitted_at=Send.due_at, finished_at=Send.due_at)
+        )
     due = pd.to_datetime(sends["due_at"]).to_numpy("datetime64[ns]")
     events: list[Engagement] = []
     for i in np.flatnonzero(opened | machine | clicked).tolist():
@@ -245,3 +263,79 @@ def _orders(
                     status="placed",
                 )
             )
+
+
+# ------------------------------------------------------------------ rounds
+
+
+def demo_truth() -> Truth:
+    """Return the hidden truth `nudge demo` simulates."""
+    return Truth(variant_lift=DEMO_TRUTH_LIFT, campaign_effect=DEMO_TRUTH_EFFECT)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One week of the loop: the plan, what was delivered and what customers did."""
+
+    week: int
+    as_of: datetime
+    run_id: int
+    delivered: Delivered
+    simulated: Simulated
+    # Accepted e-mails per campaign and variant.
+    variants: dict[str, dict[str, int]]
+
+
+def weekly_rounds(
+    engine: Engine,
+    settings: Settings,
+    shop: SyntheticShop,
+    names: Sequence[str],
+    truth: Truth,
+    *,
+    weeks: int,
+    seed: int = 0,
+    step: Callable[[str], None] | None = None,
+) -> list[Round]:
+    """Run the closed loop week by week from the shop's last day.
+
+    Each week: refresh the profiles, plan the named campaigns (approving what
+    needs approval), deliver to the outbox, let the simulated customers act.
+    The next week's plan learns from all of it.
+    """
+    service = CampaignService(engine, settings)
+    config = InsightConfig.from_settings(settings)
+    start = naive_utc(shop.end)
+    rounds = []
+    for week in range(weeks):
+        as_of = start + timedelta(days=7 * week)
+        if step is not None:
+            step(f"week {week + 1} of {weeks}: planning as of {as_of:%Y-%m-%d}")
+        insight_service.refresh(engine, as_of, config)
+        planned = pipeline.plan_and_record(
+            engine, settings, names, as_of=as_of, service=service
+        )
+        run_id = planned.run_id
+        assert run_id is not None
+        if planned.plan.status == "awaiting_approval":
+            service.approve(run_id, "nudge demo")
+        delivered = pipeline.dispatch(
+            engine, settings, now=as_of + timedelta(days=2), run_id=run_id, esp="outbox"
+        )
+        simulated = simulate(engine, shop, run_id, truth, seed=seed)
+        rounds.append(
+            Round(week, as_of, run_id, delivered, simulated, _variants(engine, run_id))
+        )
+    return rounds
+
+
+def _variants(engine: Engine, run_id: int) -> dict[str, dict[str, int]]:
+    statement = select(Send.campaign, Send.variant).where(
+        Send.plan_run_id == run_id, Send.status == "accepted"
+    )
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(statement).all(), columns=["c", "v"])
+    return {
+        str(c): {str(v): int(n) for v, n in g["v"].value_counts().items()}
+        for c, g in frame.groupby("c")
+    }
