@@ -56,6 +56,8 @@ IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
 CHOSEN, DEFERRED, HOLDOUT, SUPPRESSED = "chosen", "deferred", "holdout", "suppressed"
+# Products kept beyond a recipe's count, in rank order, for sold-out ones.
+SPARE_ITEMS = 3
 OUTCOMES: tuple[str, ...] = (CHOSEN, DEFERRED, HOLDOUT, SUPPRESSED)
 # Each reason code with the words `nudge plan` shows for it.
 REASONS: dict[str, str] = {
@@ -733,7 +735,8 @@ def _fetch_items(
     if recipe is None:
         return
     lists = recommend(ids, recipe)
-    lists = lists[lists["rank"] <= recipe.count]
+    # Spares beyond the count replace products that sell out before sending.
+    lists = lists[lists["rank"] <= recipe.count + SPARE_ITEMS]
     counts = lists.groupby("customer_id").size()
     have = counts.reindex(pd.Index(ids)).fillna(0).to_numpy(np.int64)
     short = have < recipe.min_items

@@ -29,6 +29,7 @@ from nudge.campaigns.planner import (
     DEFERRED,
     HOLDOUT,
     ITEM_COLUMNS,
+    SPARE_ITEMS,
     Plan,
     PlanInput,
     Recommend,
@@ -636,7 +637,7 @@ class StoreRecommender:
     ) -> pd.DataFrame:
         lists = self._model(strategy).recommend(
             ids.tolist(),
-            recipe.count,
+            recipe.count + SPARE_ITEMS,
             exclude_purchased=recipe.exclude_purchased,
             rules=self._rules(recipe),
             batch_size=self.service.config.batch_size,
@@ -665,7 +666,7 @@ class StoreRecommender:
                 "reason": "Still in your basket",
             }
         )
-        return found[found["rank"] <= recipe.count].reset_index(drop=True)
+        return found[found["rank"] <= recipe.count + SPARE_ITEMS].reset_index(drop=True)
 
     def __call__(self, ids: npt.NDArray[Any], recipe: Recipe) -> pd.DataFrame:
         """Return ranked products for customers (store ids) by a campaign's recipe."""

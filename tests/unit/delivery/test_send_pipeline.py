@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -27,7 +29,7 @@ from nudge.jobs.pipeline import Context
 from nudge.settings import Settings
 from nudge.store.db import make_engine, upgrade
 from nudge.store.feedback_models import EngagementEvent, Suppression
-from nudge.store.models import Customer, Order
+from nudge.store.models import Customer, Order, Product
 from nudge.store.send_models import Send
 
 REPO = Path(__file__).resolve().parents[3]
@@ -439,3 +441,32 @@ def test_an_event_delivered_twice_is_stored_once(
             select(Order.id).where(Order.external_id.like("event-%"))
         ).all()
     assert len(found) == 1
+
+
+def test_a_product_sold_out_since_the_plan_is_replaced_by_a_spare(
+    engine: Engine, settings: Settings
+) -> None:
+    planned = pipeline.plan_and_record(
+        engine, settings, ["picked_for_you"], as_of=SHOP_END
+    )
+    rows = _ledger(engine).query("status == 'planned'")
+    count = 6  # picked_for_you shows six products; the plan keeps spares
+    row = rows[rows["items"].map(len) > count].iloc[0]
+    shown = [int(i["product_id"]) for i in row["items"]]
+    gone, spare = shown[0], shown[count]
+    with engine.begin() as conn:
+        conn.execute(update(Product).where(Product.id == gone).values(in_stock=False))
+        titles = dict(
+            conn.execute(
+                select(Product.id, Product.title).where(Product.id.in_([gone, spare]))
+            ).all()
+        )
+    pipeline.dispatch(engine, settings, now=LATER, run_id=planned.run_id)
+
+    eml = next(settings.outbox_dir.rglob(f"{row['send_key']}.eml"))
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    body = message.get_body(("html",))
+    assert body is not None
+    html = body.get_content()
+    assert titles[spare] in html
+    assert titles[gone] not in html
