@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
+from jinja2 import TemplateError as JinjaError
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from nudge.campaigns.preview import build_request, make_items
@@ -40,12 +41,13 @@ from nudge.campaigns.service import CampaignService, PlanResult, naive_utc, utc_
 from nudge.delivery import ledger, registry
 from nudge.delivery.base import Adapter, CampaignSend, Outgoing, Result
 from nudge.delivery.ledger import Recorded
-from nudge.delivery.setup import esp_html
+from nudge.delivery.setup import TranslationError, esp_html, translate
 from nudge.errors import NudgeError
 from nudge.feedback import store as feedback_store
 from nudge.logging import get_logger
 from nudge.render import Recipient, Renderer, ShopInfo
 from nudge.render.model import Esp
+from nudge.render.templates import TEXT_ENV
 from nudge.settings import Settings
 from nudge.store.models import BehaviourEvent, Customer, Order, OrderLine, Product
 from nudge.store.send_models import ACCEPTED, FAILED, SUBMITTED, SUPPRESSED
@@ -602,8 +604,8 @@ def finish_campaigns(context: Context) -> Delivered:
                 campaign=name,
                 variant=variant,
                 html=html,
-                subject=chosen.subject or campaign.name,
-                preheader=chosen.preheader,
+                subject=_campaign_text(chosen.subject, context.shop) or campaign.name,
+                preheader=_campaign_text(chosen.preheader, context.shop),
                 from_name=context.settings.shop_name,
             )
             outcome = context.adapter(esp).send_campaigns([send])[0]
@@ -616,6 +618,28 @@ def finish_campaigns(context: Context) -> Delivered:
                 ledger.mark(context.engine, ids, ACCEPTED, esp_job_id=outcome.esp_id)
                 report.count(ACCEPTED, len(ids))
     return report
+
+
+def _campaign_text(source: str, shop: ShopInfo) -> str:
+    """Return a subject for a whole campaign: Mailchimp's merge tags where it can.
+
+    What merge tags cannot say (a customer's own products) is filled as for a
+    customer without any, so nobody gets another customer's words.
+    """
+    try:
+        return translate(source, "mailchimp", shop)
+    except TranslationError:
+        pass
+    try:
+        text = TEXT_ENV.from_string(source).render(
+            recipient={"first_name": None, "email": ""},
+            items=[],
+            offer=None,
+            shop={"name": shop.name, "url": shop.url},
+        )
+    except JinjaError:
+        return ""
+    return " ".join(text.split())
 
 
 # ------------------------------------------------------------------ events
