@@ -734,7 +734,7 @@ def _fetch_items(
     recipe = campaign.recommend
     if recipe is None:
         return
-    lists = recommend(ids, recipe)
+    lists = _lists_by_variant(work, campaign, recipe, candidates, ids, recommend)
     # Spares beyond the count replace products that sell out before sending.
     lists = lists[lists["rank"] <= recipe.count + SPARE_ITEMS]
     counts = lists.groupby("customer_id").size()
@@ -756,6 +756,48 @@ def _fetch_items(
         work.items.append(
             kept.loc[:, list(ITEM_COLUMNS)].assign(campaign=campaign.name)
         )
+
+
+def _variant_of(
+    work: _Work, campaign: Campaign, candidates: IntArray
+) -> npt.NDArray[np.object_]:
+    """Return the variant each candidate gets: a stable hash over the shares."""
+    keys = work.data.customers["external_id"].astype(str).to_numpy(object)
+    learnt = work.data.variant_weights.get(campaign.name)
+    weights = (
+        list(learnt)
+        if learnt is not None and len(learnt) == len(campaign.variants)
+        else [v.weight for v in campaign.variants]
+    )
+    return variants(
+        campaign.name,
+        keys[work.candidates.row[candidates]].tolist(),
+        [v.name for v in campaign.variants],
+        weights,
+    )
+
+
+def _lists_by_variant(
+    work: _Work,
+    campaign: Campaign,
+    recipe: Recipe,
+    candidates: IntArray,
+    ids: npt.NDArray[Any],
+    recommend: Recommend,
+) -> pd.DataFrame:
+    """Fetch the products, with each variant's own strategy where it sets one."""
+    own = {v.name: v.strategy for v in campaign.variants if v.strategy}
+    if not own:
+        return recommend(ids, recipe)
+    picked = _variant_of(work, campaign, candidates)
+    strategies = np.array(
+        [own.get(str(v), recipe.strategy) for v in picked], dtype=object
+    )
+    parts = [
+        recommend(ids[strategies == name], recipe.model_copy(update={"strategy": name}))
+        for name in np.unique(strategies).tolist()
+    ]
+    return pd.concat(parts, ignore_index=True)
 
 
 def _explain_winners(work: _Work, winners: IntArray, ranked: IntArray) -> None:
@@ -788,15 +830,7 @@ def _holdout_and_variants(work: _Work) -> None:
         if len(mine) == 0:
             continue
         mine_keys = keys[work.candidates.row[mine]].tolist()
-        learnt = work.data.variant_weights.get(campaign.name)
-        work.variant[mine] = variants(
-            campaign.name,
-            mine_keys,
-            [v.name for v in campaign.variants],
-            list(learnt)
-            if learnt is not None and len(learnt) == len(campaign.variants)
-            else [v.weight for v in campaign.variants],
-        )
+        work.variant[mine] = _variant_of(work, campaign, mine)
         if campaign.holdout <= 0:
             continue
         held = mine[in_holdout(campaign.name, mine_keys, campaign.holdout)]

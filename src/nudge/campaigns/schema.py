@@ -149,12 +149,26 @@ class Recipe(_Part):
 
 
 class Variant(_Part):
-    """One subject and preheader (Jinja2), sent to a share of the campaign."""
+    """One subject and preheader (Jinja2), sent to a share of the campaign.
+
+    ``strategy`` picks this variant's products with another strategy than the
+    recipe's, so that the bandit puts strategies against each other too.
+    """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
     subject: str = Field(min_length=1)
     preheader: str = ""
     weight: float = Field(default=1.0, gt=0)
+    strategy: str | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str | None) -> str | None:
+        if value is not None and value not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {value!r}; one of: {', '.join(STRATEGIES)}"
+            )
+        return value
 
     @field_validator("subject", "preheader")
     @classmethod

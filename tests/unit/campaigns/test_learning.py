@@ -110,3 +110,26 @@ def test_learnt_shares_rates_and_hours_change_the_plan() -> None:
     )
     decided = plan(cold, recommend_all()).decisions
     assert set(decided["reason"]) == {"below_threshold"}
+
+
+def test_variants_with_their_own_strategies_get_their_products_from_them() -> None:
+    spec = campaign(
+        "picks",
+        variants=[
+            {"name": "a", "subject": "A"},
+            {"name": "b", "subject": "B", "strategy": "trending"},
+        ],
+    )
+    data = PlanInput(
+        as_of=AS_OF,
+        campaigns=[spec],
+        customers=customers(200),
+        forced=frozenset({"picks"}),
+        variant_weights={"picks": [0.5, 0.5]},
+    )
+    made = plan(data, recommend_all())
+    chosen = made.decisions.set_index("customer_id")["variant"]
+    strategy = made.items.groupby("customer_id")["strategy"].first()
+    expected = chosen.map({"a": "best_sellers", "b": "trending"})
+    assert (strategy == expected.reindex(strategy.index)).all()
+    assert set(strategy) == {"best_sellers", "trending"}
