@@ -39,6 +39,7 @@ from nudge.campaigns.config import PlannerConfig
 from nudge.campaigns.schema import Campaign, CampaignFile
 from nudge.campaigns.service import CampaignService, naive_utc, utc_now
 from nudge.delivery import registry
+from nudge.feedback import alerts
 from nudge.insight import service as insight_service
 from nudge.insight.config import InsightConfig
 from nudge.jobs import pipeline
@@ -216,6 +217,8 @@ def run_campaign(
         run_id=planned.run_id,
         submit=_submitter(self),
     )
+    # After each run: a run that sent nothing, bounce and complaint rates.
+    alerts.check(work.engine, work.settings)
     log.info(
         "campaign run handed out",
         campaign=name,
@@ -381,7 +384,13 @@ def pull_feedback(self: Any) -> dict[str, Any]:
 
     work = _work(self)
     report = pull(work.engine, work.settings)
-    return {"stored": report.total_stored, "failures": dict(report.failures)}
+    # After each pull: rates, collapses and failing pulls, logged and posted.
+    problems = alerts.check(work.engine, work.settings)
+    return {
+        "stored": report.total_stored,
+        "failures": dict(report.failures),
+        "alerts": [a.code for a in problems],
+    }
 
 
 # ------------------------------------------------------------------ signals
