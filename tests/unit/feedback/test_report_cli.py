@@ -119,6 +119,6 @@ def test_health_exits_non_zero_on_a_warning(cli: click.Group, shop: Shop) -> Non
     assert "feedback pull failing" in failing.output
     as_json = runner.invoke(cli, ["health", "--json"])
     assert as_json.exit_code == 1
-    data = json.loads(as_json.output)
+    data = json.loads(as_json.stdout)
     assert data["healthy"] is False
     assert [a["code"] for a in data["alerts"]] == ["feedback_pull_failing"]
