@@ -43,6 +43,12 @@ class PlannerConfig(BaseModel):
     # Quiet hours in the customer's own time zone for campaigns that set none,
     # "HH:MM-HH:MM" (may span midnight) or "" for none.
     quiet_hours: str = "21:00-08:00"
+    # A product e-mailed to a customer this many times (within
+    # ignored_days) and never clicked has its score multiplied by
+    # ignored_damping for that customer, so fresher products come first.
+    ignored_after: int = Field(default=3, ge=1)
+    ignored_days: int = Field(default=90, ge=1)
+    ignored_damping: float = Field(default=0.3, ge=0, le=1)
     # Decisions printed as a sample by `nudge plan`.
     sample_size: int = Field(default=10, ge=0, le=1000)
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -34,7 +35,7 @@ from nudge.campaigns.schema import Campaign
 from nudge.campaigns.windows import known_zone
 from nudge.store.feedback_models import EngagementEvent
 from nudge.store.insight_models import CustomerProfile
-from nudge.store.models import Customer, Order, OrderLine
+from nudge.store.models import Customer, Order, OrderLine, Product
 from nudge.store.send_models import Send
 
 _SENDS: Table = Send.__table__  # type: ignore[assignment]
@@ -327,3 +328,92 @@ def _zones(engine: Engine) -> dict[object, str]:
             select(Customer.id, Customer.timezone).where(Customer.timezone.is_not(None))
         ).all()
     return {int(i): str(z) for i, z in rows}
+
+
+# ------------------------------------------------------------------ ignored items
+
+
+def ignored_items(
+    engine: Engine, as_of: datetime, days: float, times: int
+) -> set[tuple[int, int]]:
+    """Return (customer, product) pairs e-mailed ``times`` times or more, never clicked.
+
+    A product counts as shown when it was among an accepted e-mail's first
+    products; a click on any e-mail of the customer that led to the
+    product's page clears it.
+    """
+    if not inspect(engine).has_table("engagement_events"):
+        return set()
+    since = as_of - timedelta(days=days)
+    statement = select(_SENDS.c.id, _SENDS.c.customer_id, _SENDS.c["items"]).where(
+        _SENDS.c.status == "accepted",
+        _SENDS.c.due_at >= since,
+        _SENDS.c.due_at < as_of,
+    )
+    events: Table = EngagementEvent.__table__  # type: ignore[assignment]
+    with engine.connect() as conn:
+        sends = conn.execute(statement).all()
+        clicked = conn.execute(
+            select(events.c.customer_id, events.c.url).where(
+                events.c.kind == "click",
+                events.c.occurred_at >= since,
+                events.c.customer_id.is_not(None),
+            )
+        ).all()
+    shown: dict[tuple[int, int], int] = {}
+    for _, customer, items in sends:
+        for entry in (items or [])[:SHOWN_ITEMS]:
+            key = (int(customer), int(entry["product_id"]))
+            shown[key] = shown.get(key, 0) + 1
+    paths: dict[int, set[str]] = {}
+    for customer, url in clicked:
+        paths.setdefault(int(customer), set()).add(_path(url))
+    urls = _product_paths(engine, {p for _, p in shown}) if paths else {}
+    return {
+        (customer, product)
+        for (customer, product), n in shown.items()
+        if n >= times and urls.get(product) not in paths.get(customer, set())
+    }
+
+
+SHOWN_ITEMS = 6  # products a customer sees in an e-mail, at most
+
+
+def _path(url: str | None) -> str:
+    return urlsplit(url or "").path.rstrip("/")
+
+
+def _product_paths(engine: Engine, ids: set[int]) -> dict[int, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Product.id, Product.external_id, Product.product_url).where(
+                Product.id.in_(list(ids))
+            )
+        ).all()
+    return {int(i): _path(url or f"/products/{ext}") for i, ext, url in rows}
+
+
+def damp(
+    lists: pd.DataFrame, ignored: set[tuple[int, int]], factor: float
+) -> pd.DataFrame:
+    """Multiply ignored products' scores by a factor and rank each list again."""
+    if not ignored or lists.empty:
+        return lists
+    pairs = list(
+        zip(
+            lists["customer_id"].astype(int).tolist(),
+            lists["product_id"].astype(int).tolist(),
+            strict=True,
+        )
+    )
+    hit = np.array([pair in ignored for pair in pairs], dtype=bool)
+    if not hit.any():
+        return lists
+    out = lists.copy()
+    # Scores of different strategies are not comparable: damp by rank instead,
+    # moving an ignored product behind the ones it beat by less than the factor.
+    position = out["rank"].to_numpy(np.float64)
+    out["_order"] = np.where(hit, position / max(factor, 1e-9), position)
+    out = out.sort_values(["customer_id", "_order"], kind="stable")
+    out["rank"] = out.groupby("customer_id").cumcount() + 1
+    return out.drop(columns="_order").reset_index(drop=True)

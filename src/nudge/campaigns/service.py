@@ -23,7 +23,7 @@ from sqlalchemy import Engine, Table, and_, func, insert, or_, select, update
 
 from nudge.campaigns.audience import audience_frame
 from nudge.campaigns.config import PlannerConfig
-from nudge.campaigns.learning import learn
+from nudge.campaigns.learning import damp, ignored_items, learn
 from nudge.campaigns.planner import (
     CHOSEN,
     DEFERRED,
@@ -613,9 +613,11 @@ class StoreRecommender:
 
         self.engine = engine
         self.service = RecommendService(engine, settings)
+        self.config = PlannerConfig.from_settings(settings)
         self.as_of = as_of
         self._data: Any = None
         self._models: dict[str, Any] = {}
+        self._ignored: set[tuple[int, int]] | None = None
 
     def _model(self, strategy: str) -> Strategy:
         if self._data is None:
@@ -669,7 +671,26 @@ class StoreRecommender:
         return found[found["rank"] <= recipe.count + SPARE_ITEMS].reset_index(drop=True)
 
     def __call__(self, ids: npt.NDArray[Any], recipe: Recipe) -> pd.DataFrame:
-        """Return ranked products for customers (store ids) by a campaign's recipe."""
+        """Return ranked products for customers (store ids) by a campaign's recipe.
+
+        A product a customer was e-mailed several times and never clicked
+        moves down that customer's list.
+        """
+        return damp(self._found(ids, recipe), self.ignored, self.config.ignored_damping)
+
+    @property
+    def ignored(self) -> set[tuple[int, int]]:
+        """Return the (customer, product) pairs e-mailed often and never clicked."""
+        if self._ignored is None:
+            self._ignored = ignored_items(
+                self.engine,
+                self.as_of,
+                self.config.ignored_days,
+                self.config.ignored_after,
+            )
+        return self._ignored
+
+    def _found(self, ids: npt.NDArray[Any], recipe: Recipe) -> pd.DataFrame:
         if recipe.strategy == "cart":
             found = self._cart(ids, recipe)
         else:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from nudge.campaigns.learning import (
+    damp,
     move_to_hour,
     preferred_hours,
     shrink,
@@ -133,3 +134,21 @@ def test_variants_with_their_own_strategies_get_their_products_from_them() -> No
     expected = chosen.map({"a": "best_sellers", "b": "trending"})
     assert (strategy == expected.reindex(strategy.index)).all()
     assert set(strategy) == {"best_sellers", "trending"}
+
+
+def test_a_product_shown_again_and_again_without_a_click_moves_down() -> None:
+    lists = pd.DataFrame(
+        {
+            "customer_id": [1, 1, 1, 1, 2, 2],
+            "rank": [1, 2, 3, 4, 1, 2],
+            "product_id": [10, 11, 12, 13, 10, 11],
+        }
+    )
+    damped = damp(lists, {(1, 10)}, 0.3)
+    first = damped[damped["customer_id"] == 1].sort_values("rank")
+    # Rank 1 over 0.3 is 3.3: behind the products at ranks 2 and 3.
+    assert first["product_id"].tolist() == [11, 12, 10, 13]
+    assert first["rank"].tolist() == [1, 2, 3, 4]
+    second = damped[damped["customer_id"] == 2].sort_values("rank")
+    assert second["product_id"].tolist() == [10, 11]  # someone else's: unchanged
+    assert damp(lists, set(), 0.3) is lists

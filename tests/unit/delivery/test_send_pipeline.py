@@ -14,6 +14,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine, insert, select, update
 
+from nudge.campaigns.learning import ignored_items
 from nudge.campaigns.service import CampaignService, naive_utc, sent_history
 from nudge.delivery import ledger
 from nudge.delivery.base import Result
@@ -477,3 +478,39 @@ def test_a_product_sold_out_since_the_plan_is_replaced_by_a_spare(
     html = body.get_content()
     assert titles[spare] in html
     assert titles[gone] not in html
+
+
+def test_products_emailed_three_times_and_never_clicked_are_found(
+    engine: Engine, settings: Settings
+) -> None:
+    # Eight days apart: the campaign's cap is one e-mail in seven days.
+    for week in range(3):
+        as_of = SHOP_END + timedelta(days=8 * week)
+        planned = pipeline.plan_and_record(
+            engine, settings, ["picked_for_you"], as_of=as_of
+        )
+        pipeline.dispatch(
+            engine, settings, now=as_of + timedelta(days=2), run_id=planned.run_id
+        )
+    moment = SHOP_END + timedelta(days=24)
+    ignored = ignored_items(engine, moment, 90, 3)
+    assert ignored
+    customer, product = sorted(ignored)[0]
+    # A click that led to the product's page clears it for that customer.
+    with engine.connect() as conn:
+        page = conn.execute(
+            select(Product.product_url).where(Product.id == product)
+        ).scalar_one()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(EngagementEvent).values(
+                esp="outbox",
+                esp_event_id="click-1",
+                kind="click",
+                occurred_at=moment - timedelta(days=1),
+                customer_id=customer,
+                url=f"{page}?utm_source=nudge&nudge_sid=x",
+                received_at=moment,
+            )
+        )
+    assert (customer, product) not in ignored_items(engine, moment, 90, 3)
