@@ -202,15 +202,19 @@ class Strategy(ABC):
         ]
         job = _Job(self, chunks, n, exclude_purchased, applied, templates)
         if workers > 1 and len(chunks) > 1 and _can_fork():
+            # Tables built on first use are built once here, not in each worker.
+            data.warm()
             batches = _forked(job, workers)
         else:
             batches = (job.run(chunk) for chunk in chunks)
 
         # A list shorter than asked (yet long enough to send) is said so once.
+        # Ranks run 1, 2, ... per customer: lists that start but never reach
+        # rank n are the short ones.
         short = 0
         for lists in batches:
-            lengths = lists.items["customer_id"].value_counts()
-            short += int((lengths < n).sum())
+            ranks = lists.items["rank"].to_numpy()
+            short += int((ranks == 1).sum() - (ranks == n).sum())
             yield lists
         if short:
             log.info(
@@ -254,42 +258,51 @@ class Strategy(ABC):
     ) -> pd.DataFrame:
         """Turn a batch's entries into rows of the items frame."""
         data = self.data
-        titles = data.display_titles
-        categories = data.catalog["category"].to_numpy(object)
-        has_evidence = ranked.evidence >= 0
-        evidence = np.maximum(ranked.evidence, 0)
-        evidence_titles: list[str | None] = [
-            title if named else None
-            for title, named in zip(
-                titles[evidence].tolist(), has_evidence.tolist(), strict=True
-            )
-        ]
         products = data.products.to_numpy()
-        evidence_ids = [
-            product if named else None
-            for product, named in zip(
-                products[evidence].tolist()
-                if len(products)
-                else [None] * len(evidence),
-                has_evidence.tolist(),
-                strict=True,
-            )
-        ]
-        sentences = reason_text.sentences(
-            ranked.reason, evidence_titles, categories[ranked.item].tolist(), templates
-        )
+        has_evidence = ranked.evidence >= 0
+        evidence_ids = np.full(len(ranked), None, dtype=object)
+        evidence_ids[has_evidence] = products[ranked.evidence[has_evidence]].tolist()
         return pd.DataFrame(
             {
                 "customer_id": ids[ranked.slot],
                 "rank": _ranks(ranked.slot),
-                "product_id": data.products.to_numpy()[ranked.item],
+                "product_id": products[ranked.item],
                 "score": ranked.score,
                 "strategy": np.asarray(SOURCES, dtype=object)[ranked.source],
                 "reason": np.asarray(reason_text.CODES, dtype=object)[ranked.reason],
-                "reason_text": sentences,
-                "evidence_id": evidence_ids,
+                "reason_text": _sentences(data, ranked, templates),
+                # As a list, so that pandas types it (float with NaN where
+                # some entries name no product).
+                "evidence_id": evidence_ids.tolist(),
             }
         )
+
+
+def _sentences(
+    data: Interactions,
+    ranked: Ranked,
+    templates: Mapping[str, tuple[str, str]] | None,
+) -> np.ndarray[Any, Any]:
+    """Return each entry's reason sentence, rendering each distinct one once."""
+    if not len(ranked):
+        return np.zeros(0, dtype=object)
+
+    # A sentence depends only on the code, the evidence and the category.
+    category = data.category_codes[ranked.item]
+    keys = ranked.reason.astype(np.int64) * (data.n_items + 1) + ranked.evidence + 1
+    keys = keys * (len(data.category_names) + 1) + category + 1
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+
+    evidence = ranked.evidence[first]
+    titles = data.display_titles[np.maximum(evidence, 0)]
+    titles[evidence < 0] = None
+    # Code -1 (no category) picks the None at the end.
+    names = np.asarray([*data.category_names, None], dtype=object)[category[first]]
+    rendered = reason_text.sentences(
+        ranked.reason[first], titles.tolist(), names.tolist(), templates
+    )
+    distinct: np.ndarray[Any, Any] = np.asarray(rendered, dtype=object)
+    return np.asarray(distinct[inverse.ravel()], dtype=object)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ import numpy as np
 from nudge.recommend.base import Strategy
 from nudge.recommend.config import BlendConfig, RecommendConfig
 from nudge.recommend.interactions import FloatArray, IntArray, Interactions
-from nudge.recommend.ranked import Ranked, group_starts, rank_in_group
+from nudge.recommend.ranked import (
+    Ranked,
+    group_starts,
+    rank_in_group,
+    slot_score_order,
+    stable_order,
+)
 from nudge.recommend.strategies import build_components
 
 
@@ -36,32 +42,48 @@ def normalized(ranked: Ranked, config: BlendConfig) -> FloatArray:
     return np.clip(scaled, 0.0, 1.0)
 
 
-def fuse(parts: list[Ranked]) -> Ranked:
-    """Sum the weighted shares of each (customer, product), crediting the largest."""
+def fuse(parts: list[Ranked], m: int | None = None) -> Ranked:
+    """Sum the weighted shares of each (customer, product), crediting the largest.
+
+    With ``m``, only each customer's m best products are returned.
+    """
     joined = Ranked.join(parts)
     if not len(joined):
         return joined
 
-    # Group equal (slot, product) pairs with one integer sort.
+    # Group equal (slot, product) pairs with one integer sort; ties keep
+    # their order in the join.
     keys = joined.slot * (int(joined.item.max()) + 1) + joined.item
-    order = np.argsort(keys, kind="stable")
-    starts = group_starts(keys[order])
+    order = stable_order(keys)
+    ordered = keys[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
     shares = joined.score[order]
     total = np.add.reduceat(shares, starts)
 
     # Credit the first entry holding its group's largest share.
-    lengths = np.diff(np.append(starts, len(order)))
-    largest = np.repeat(np.maximum.reduceat(shares, starts), lengths)
-    positions = np.where(shares == largest, np.arange(len(order)), len(order))
-    credited = joined.take(order[np.minimum.reduceat(positions, starts)])
+    largest = np.maximum.reduceat(shares, starts)
+    holders = np.flatnonzero(shares == largest[group])
+    leading = np.ones(len(holders), dtype=bool)
+    leading[1:] = group[holders[1:]] != group[holders[:-1]]
+    credited = order[holders[leading]]
+
+    # Rank, cut and only then gather the credited entries' other fields.
+    slots = joined.slot[credited]
+    ranking = slot_score_order(slots, total)
+    if m is not None:
+        ranking = ranking[rank_in_group(slots[ranking]) < m]
+    picked = joined.take(credited[ranking])
     return Ranked(
-        credited.slot,
-        credited.item,
-        total,
-        credited.reason,
-        credited.evidence,
-        credited.source,
-    ).resorted()
+        picked.slot,
+        picked.item,
+        total[ranking],
+        picked.reason,
+        picked.evidence,
+        picked.source,
+    )
 
 
 class Blend(Strategy):
@@ -138,7 +160,7 @@ class Blend(Strategy):
                     ranked.source,
                 )
             )
-        return fuse(parts).top(m)
+        return fuse(parts, m)
 
     def explain(self, rows: IntArray, ranked: Ranked) -> Ranked:
         """Let each strategy name the evidence behind the products it placed."""

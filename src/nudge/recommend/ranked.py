@@ -34,19 +34,51 @@ def rank_in_group(groups: IntArray) -> IntArray:
     return np.arange(len(groups)) - np.repeat(starts, lengths)
 
 
+def stable_order(keys: IntArray) -> IntArray:
+    """Return the order that sorts non-negative integer keys, ties kept in place.
+
+    Each key is packed with its position into one int64 and the packed
+    values sorted (numpy's vectorised sort of values is several times faster
+    than a stable argsort); keys too large to pack fall back to argsort.
+    """
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    bits = int(len(keys) - 1).bit_length()
+    if int(keys.max()).bit_length() + bits > 62 or int(keys.min()) < 0:
+        return np.argsort(keys, kind="stable").astype(np.int64)
+    packed = (keys.astype(np.int64) << bits) | np.arange(len(keys), dtype=np.int64)
+    packed.sort()
+    return np.asarray(packed & ((1 << bits) - 1), dtype=np.int64)
+
+
 def slot_score_order(slots: IntArray, scores: FloatArray) -> IntArray:
     """Return the order that sorts entries by slot, then by score, best first.
 
-    One float sort of ``2 * slot + distance from the best score`` (scaled
-    into 0..1) is several times faster than a two-key lexsort; scores closer
-    than about 1e-12 of their range tie.
+    Each score's distance from the best (scaled into 0..1) is cut to as many
+    bits as fit beside the slot and the entry's position in one int64, and
+    the packed values are sorted: several times faster than a two-key
+    lexsort. Scores closer than about 1e-9 of their range tie, and ties keep
+    their order.
     """
     if len(slots) == 0:
         return np.zeros(0, dtype=np.int64)
     high, low = float(scores.max()), float(scores.min())
     span = high - low
     distance = (high - scores) / span if span > 0 else np.zeros(len(scores))
-    return np.argsort(2.0 * slots + distance, kind="stable").astype(np.int64)
+    position_bits = int(len(slots) - 1).bit_length()
+    slot_bits = int(slots.max()).bit_length()
+    # At most a float64's 52 bits of mantissa, so the steps never round past
+    # their field.
+    distance_bits = min(62 - position_bits - slot_bits, 52)
+    if distance_bits < 30 or not np.isfinite(span) or int(slots.min()) < 0:
+        return np.argsort(2.0 * slots + distance, kind="stable").astype(np.int64)
+    steps = np.asarray(distance * ((1 << distance_bits) - 1), dtype=np.int64)
+    packed = (slots.astype(np.int64) << (distance_bits + position_bits)) | (
+        steps << position_bits
+    )
+    packed |= np.arange(len(slots), dtype=np.int64)
+    packed.sort()
+    return np.asarray(packed & ((1 << position_bits) - 1), dtype=np.int64)
 
 
 def dense_top(scores: FloatArray, m: int) -> tuple[IntArray, FloatArray]:
@@ -114,14 +146,17 @@ class Ranked:
             else np.asarray(evidence, dtype=np.int64).ravel()
         )
         keep = (item >= 0) & np.isfinite(score)
-        order = slot_score_order(slot[keep], score[keep])
+        if not keep.all():
+            slot, item, score = slot[keep], item[keep], score[keep]
+            reasons, evidence = reasons[keep], evidence[keep]
+        order = slot_score_order(slot, score)
         return cls(
-            slot[keep][order],
-            item[keep][order],
-            score[keep][order],
-            np.ascontiguousarray(reasons[keep][order]),
-            evidence[keep][order],
-            np.full(int(keep.sum()), source, dtype=np.int16),
+            slot[order],
+            item[order],
+            score[order],
+            np.ascontiguousarray(reasons[order]),
+            evidence[order],
+            np.full(len(order), source, dtype=np.int16),
         )
 
     @classmethod
@@ -228,5 +263,8 @@ class Ranked:
         if not len(self):
             return self
         keys = self.slot * (int(self.item.max()) + 1) + self.item
-        _, first = np.unique(keys, return_index=True)
-        return self.take(np.sort(first))
+        order = stable_order(keys)
+        ordered = keys[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        return self.take(np.sort(order[first]))

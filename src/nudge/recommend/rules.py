@@ -31,10 +31,10 @@ FILL_FACTOR = 5
 
 def _present(column: pd.Series) -> BoolArray:
     """Tell which cells hold a value (not null, not blank text)."""
-    values = column.to_numpy(object)
-    return np.asarray(
-        [v is not None and v == v and str(v).strip() != "" for v in values], dtype=bool
-    )
+    known = np.array(column.notna(), dtype=bool)
+    text = column[known].astype(str).str.strip()
+    known[known] = (text != "").to_numpy(bool)
+    return known
 
 
 class Rules:

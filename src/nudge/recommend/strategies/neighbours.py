@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from nudge.recommend.base import Strategy, history_rows
 from nudge.recommend.config import ContentConfig, CoPurchaseConfig, ItemKNNConfig
 from nudge.recommend.interactions import FloatArray, IntArray, Interactions
-from nudge.recommend.ranked import Ranked, rank_in_group
+from nudge.recommend.ranked import Ranked, rank_in_group, stable_order
 from nudge.recommend.reasons import CODE
 
 # History products considered when naming the evidence behind a reason.
@@ -59,24 +59,46 @@ def top_history(history: sparse.csr_matrix, h: int) -> tuple[IntArray, FloatArra
     return items, weights
 
 
+def pair_keys(similarity: sparse.csr_matrix) -> IntArray:
+    """Return row * columns + column for every stored entry, sorted."""
+    counts = np.diff(similarity.indptr)
+    rows = np.repeat(np.arange(similarity.shape[0], dtype=np.int64), counts)
+    keys = rows * similarity.shape[1] + similarity.indices.astype(np.int64)
+    return np.asarray(keys, dtype=np.int64)
+
+
 def explain_by_similarity(
-    history: sparse.csr_matrix, similarity: sparse.csr_matrix, ranked: Ranked
+    history: sparse.csr_matrix,
+    similarity: sparse.csr_matrix,
+    ranked: Ranked,
+    keys: IntArray | None = None,
 ) -> IntArray:
-    """Return, per entry, the history product whose similarity contributed most."""
+    """Return, per entry, the history product whose similarity contributed most.
+
+    ``keys`` are the similarity's `pair_keys`, when the caller keeps them.
+    """
     if not len(ranked) or similarity.nnz == 0:
         return np.full(len(ranked), -1, dtype=np.int64)
     n_items = similarity.shape[1]
-    counts = np.diff(similarity.indptr)
-    keys = np.repeat(np.arange(similarity.shape[0]), counts) * n_items
-    keys = keys + similarity.indices
+    if keys is None:
+        keys = pair_keys(similarity)
 
-    # Look every (history product, recommended product) pair up at once.
+    # Look every (history product, recommended product) pair up at once;
+    # sorted, the searches walk the keys in order instead of at random.
     items, weights = top_history(history, EVIDENCE_HISTORY)
     sources = items[ranked.slot]
-    wanted = sources * n_items + ranked.item[:, None]
-    found = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-    hit = (keys[found] == wanted) & (sources >= 0) & (sources != ranked.item[:, None])
-    value = np.where(hit, similarity.data[found] * weights[ranked.slot], 0.0)
+    entry, place = np.nonzero((sources >= 0) & (sources != ranked.item[:, None]))
+    pairs = sources[entry, place] * n_items + ranked.item[entry]
+    order = stable_order(pairs)
+    found = np.empty(len(pairs), dtype=np.int64)
+    found[order] = np.searchsorted(keys, pairs[order])
+    found = np.minimum(found, len(keys) - 1)
+    hit = keys[found] == pairs
+
+    value = np.zeros(sources.shape)
+    entry, place, found = entry[hit], place[hit], found[hit]
+    weight = weights[ranked.slot[entry], place]
+    value[entry, place] = similarity.data[found] * weight
     best = value.argmax(axis=1)
     chosen = np.take_along_axis(sources, best[:, None], axis=1)[:, 0]
     return np.where(value.max(axis=1) > 0, chosen, -1)
@@ -100,18 +122,21 @@ class _Neighbours(Strategy):
             self.item_similarity = self.similarity(data)
         self.customer_history = sparse.csr_matrix(self.history(data), dtype=np.float64)
         self._scorer = NearestNeighboursScorer(self.item_similarity)
+        self.similarity_keys = pair_keys(self.item_similarity)
 
     def __getstate__(self) -> dict[str, Any]:
-        # implicit's scorer is a C++ object that cannot be pickled; it is
-        # rebuilt from the similarity on load.
+        # implicit's scorer is a C++ object that cannot be pickled, and the
+        # keys are as large as the similarity; both are rebuilt on load.
         state = super().__getstate__()
         state.pop("_scorer", None)
+        state.pop("similarity_keys", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "item_similarity" in state:
             self._scorer = NearestNeighboursScorer(self.item_similarity)
+            self.similarity_keys = pair_keys(self.item_similarity)
 
     def candidates(
         self, rows: IntArray, m: int, *, exclude_purchased: bool = False
@@ -176,7 +201,9 @@ class _Neighbours(Strategy):
     def explain(self, rows: IntArray, ranked: Ranked) -> Ranked:
         """Name the history product behind each recommended product."""
         history = history_rows(self.customer_history, rows)
-        evidence = explain_by_similarity(history, self.item_similarity, ranked)
+        evidence = explain_by_similarity(
+            history, self.item_similarity, ranked, self.similarity_keys
+        )
         return Ranked(
             ranked.slot,
             ranked.item,

@@ -25,12 +25,21 @@ from nudge.recommend.strategies.neighbours import Content, explain_by_similarity
 
 # Weight of early sales, the tie-breaker.
 EARLY_SALES_WEIGHT = 0.01
+# Customers scored at once: their dense scores over the new products (a
+# few arrays of block × products) stay in cache.
+SCORE_BLOCK = 128
 
 
-def _row_scaled(scores: FloatArray) -> FloatArray:
-    """Divide each row by its maximum (rows without a positive value stay 0)."""
-    top = scores.max(axis=1, keepdims=True) if scores.shape[1] else scores
-    return np.divide(scores, top, out=np.zeros_like(scores), where=top > 0)
+def _row_scaled(scores: FloatArray, weight: float) -> FloatArray:
+    """Divide each row by its maximum and times the weight, in place.
+
+    The scores are not negative; rows without a positive value become 0.
+    """
+    if scores.shape[1]:
+        top = scores.max(axis=1, keepdims=True)
+        scores /= np.where(top > 0, top, np.inf)
+        scores *= weight
+    return scores
 
 
 class NewArrivals(Strategy):
@@ -96,6 +105,19 @@ class NewArrivals(Strategy):
         """Return each customer's best new products."""
         if not len(self._new) or not len(rows):
             return Ranked.empty()
+        blocks = [
+            self._block_candidates(rows, start, m, exclude_purchased)
+            for start in range(0, len(rows), SCORE_BLOCK)
+        ]
+        # Blocks come in slot order, each ranked within, so joined they are
+        # ranked too.
+        return Ranked.join(blocks)
+
+    def _block_candidates(
+        self, all_rows: IntArray, start: int, m: int, exclude_purchased: bool
+    ) -> Ranked:
+        """Return the best new products of the customers from slot ``start`` on."""
+        rows = all_rows[start : start + SCORE_BLOCK]
         parts = self._affinities(rows)
         total = parts[0] + parts[1] + parts[2] + EARLY_SALES_WEIGHT * self._early
         if exclude_purchased:
@@ -113,9 +135,8 @@ class NewArrivals(Strategy):
             shares.max(axis=0) > 0, codes[shares.argmax(axis=0)], codes[2]
         )
         items = np.where(columns >= 0, self._new[safe], -1)
-        return Ranked.from_dense(
-            np.arange(len(rows)), items, scores, reasons, source=self.source
-        )
+        slots = start + np.arange(len(rows))
+        return Ranked.from_dense(slots, items, scores, reasons, source=self.source)
 
     def _drop_bought(self, total: FloatArray, rows: IntArray) -> None:
         """Rule out the new products each customer already bought."""
@@ -138,11 +159,13 @@ class NewArrivals(Strategy):
         category = np.where(codes >= 0, shares[:, np.maximum(codes, 0)], 0.0)
         als = np.zeros(shape)
         if config.als_weight > 0:
-            als = self.als.scores(rows, self._new) * self._sold[None, :]
+            als = self.als.scores(rows, self._new)
+            np.maximum(als, 0.0, out=als)
+            als *= self._sold[None, :]
         return [
-            config.content_weight * _row_scaled(content),
-            config.category_weight * _row_scaled(category),
-            config.als_weight * _row_scaled(np.maximum(als, 0.0)),
+            _row_scaled(content, config.content_weight),
+            _row_scaled(category, config.category_weight),
+            _row_scaled(als, config.als_weight),
         ]
 
     def explain(self, rows: IntArray, ranked: Ranked) -> Ranked:
@@ -150,7 +173,10 @@ class NewArrivals(Strategy):
         if not self.content.fitted or not len(ranked):
             return ranked
         history = history_rows(self.content.customer_history, rows)
-        evidence = explain_by_similarity(history, self.content.item_similarity, ranked)
+        content = self.content
+        evidence = explain_by_similarity(
+            history, content.item_similarity, ranked, content.similarity_keys
+        )
         evidence = np.where(ranked.reason == CODE["new_like"], evidence, -1)
         return Ranked(
             ranked.slot,
