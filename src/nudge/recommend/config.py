@@ -35,7 +35,10 @@ class FeedbackConfig(_Config):
     purchase_weight: float = Field(default=4.0, ge=0)
     cart_weight: float = Field(default=2.0, ge=0)
     view_weight: float = Field(default=1.0, ge=0)
+    # An e-mail click on a product's page; a product bought within five days
+    # of such a click gets email_order_weight on top of its purchase.
     click_weight: float = Field(default=0.5, ge=0)
+    email_order_weight: float = Field(default=2.0, ge=0)
     # An interaction this many days old counts half; None keeps every one whole.
     half_life_days: float | None = Field(default=None, gt=0)
     # "log" turns a weight w into log(1 + w), damping wholesale repeat buyers.

@@ -370,7 +370,11 @@ def _signals(
         )
     if clicks is not None and len(clicks):
         frame = clicks[clicks["customer_id"].notna() & clicks["product_id"].notna()]
-        weight = pd.Series(config.click_weight, index=frame.index)
+        weight = (
+            frame["weight"].astype(np.float64)
+            if "weight" in frame.columns
+            else pd.Series(config.click_weight, index=frame.index)
+        )
         parts.append(_signal_frame(frame, weight, frame["occurred_at"], as_of))
     signals = pd.concat(parts, ignore_index=True)
     signals = signals[(signals["age"] > 0) & (signals["weight"] > 0)]

@@ -133,13 +133,22 @@ class RecommendService:
         """Read everything before ``as_of`` from the store into interactions."""
         as_of = naive_utc(as_of)
         frames = self._frames(as_of, as_of)
+        feedback = self.config.feedback
         data = build_interactions(
             frames["lines"],
             frames["products"],
             as_of,
             events=frames["events"],
+            # What customers did with nudge's e-mails: clicks and the orders
+            # that followed, each with its own weight.
+            clicks=queries.email_signals(
+                self.engine,
+                as_of,
+                click_weight=feedback.click_weight,
+                order_weight=feedback.email_order_weight,
+            ),
             customers=frames["customers"],
-            config=self.config.feedback,
+            config=feedback,
         )
         log.info(
             "interactions built",

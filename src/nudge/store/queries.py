@@ -8,10 +8,12 @@ exactly that moment is not part of the past yet.
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import pandas as pd
-from sqlalchemy import Engine, Executable, Float, cast, select
+from sqlalchemy import Engine, Executable, Float, Table, cast, inspect, select
 
+from nudge.store.feedback_models import EngagementEvent
 from nudge.store.models import BehaviourEvent, Customer, Order, OrderLine, Product
 
 
@@ -135,3 +137,85 @@ def behaviour_events(engine: Engine, as_of: datetime | None = None) -> pd.DataFr
     if as_of is not None:
         statement = statement.where(BehaviourEvent.occurred_at < as_of)
     return _frame(engine, statement)
+
+
+def email_signals(
+    engine: Engine,
+    as_of: datetime,
+    *,
+    click_weight: float,
+    order_weight: float,
+    window_days: float = 5.0,
+) -> pd.DataFrame:
+    """Return what e-mails taught about tastes before ``as_of``, as weighted signals.
+
+    Columns customer_id, product_id, occurred_at and weight: one row per
+    e-mail click on a product's page (``click_weight``), and one per product
+    ordered within ``window_days`` after such a click (``order_weight``, on
+    top of the purchase itself). A click is matched to a product by the path
+    of its link; clicks on other pages teach nothing.
+    """
+    columns = ["customer_id", "product_id", "occurred_at", "weight"]
+    if not inspect(engine).has_table("engagement_events"):
+        return pd.DataFrame(columns=columns)
+    events: Table = EngagementEvent.__table__  # type: ignore[assignment]
+    clicks = _frame(
+        engine,
+        select(events.c.customer_id, events.c.url, events.c.occurred_at).where(
+            events.c.kind == "click",
+            events.c.customer_id.is_not(None),
+            events.c.url.is_not(None),
+            events.c.occurred_at < as_of,
+        ),
+    )
+    if clicks.empty:
+        return pd.DataFrame(columns=columns)
+    pages = _frame(engine, select(Product.id, Product.external_id, Product.product_url))
+    by_path = {
+        _path(url if isinstance(url, str) and url else f"/products/{ext}"): int(pid)
+        for pid, ext, url in pages.itertuples(index=False)
+    }
+    clicks["product_id"] = [by_path.get(_path(url)) for url in clicks["url"]]
+    clicks = clicks.dropna(subset=["product_id"])
+    found = clicks[["customer_id", "product_id", "occurred_at"]].assign(
+        weight=click_weight
+    )
+
+    # Products bought soon after an e-mail click: the e-mail's own orders.
+    lines = order_lines(engine, as_of, include_guests=False)
+    lines = lines[lines["customer_id"].isin(set(clicks["customer_id"]))]
+    if len(lines):
+        # Each line's latest click of the same customer, if within the window.
+        timed = lines.assign(ordered_at=pd.to_datetime(lines["ordered_at"]))
+        touched = clicks.assign(clicked_at=pd.to_datetime(clicks["occurred_at"]))
+        matched = pd.merge_asof(
+            timed.sort_values("ordered_at"),
+            touched[["customer_id", "clicked_at"]].sort_values("clicked_at"),
+            left_on="ordered_at",
+            right_on="clicked_at",
+            by="customer_id",
+            direction="backward",
+            tolerance=pd.Timedelta(days=window_days),
+        )
+        driven = matched[matched["clicked_at"].notna()]
+        found = pd.concat(
+            [
+                found,
+                pd.DataFrame(
+                    {
+                        "customer_id": driven["customer_id"],
+                        "product_id": driven["product_id"],
+                        "occurred_at": driven["ordered_at"],
+                        "weight": order_weight,
+                    }
+                ),
+            ],
+            ignore_index=True,
+        )
+    found["customer_id"] = found["customer_id"].astype("int64")
+    found["product_id"] = found["product_id"].astype("int64")
+    return found.reset_index(drop=True)
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path.rstrip("/")

@@ -28,9 +28,10 @@ from nudge.insight.config import InsightConfig
 from nudge.jobs import pipeline
 from nudge.jobs.pipeline import Context
 from nudge.settings import Settings
+from nudge.store import queries
 from nudge.store.db import make_engine, upgrade
 from nudge.store.feedback_models import EngagementEvent, Suppression
-from nudge.store.models import Customer, Order, Product
+from nudge.store.models import Customer, Order, OrderLine, Product
 from nudge.store.send_models import Send
 
 REPO = Path(__file__).resolve().parents[3]
@@ -514,3 +515,60 @@ def test_products_emailed_three_times_and_never_clicked_are_found(
             )
         )
     assert (customer, product) not in ignored_items(engine, moment, 90, 3)
+
+
+def test_email_clicks_and_the_orders_after_them_become_training_signals(
+    engine: Engine, settings: Settings
+) -> None:
+    with engine.connect() as conn:
+        product, page = conn.execute(
+            select(Product.id, Product.product_url).order_by(Product.id).limit(1)
+        ).one()
+    clicked_at = SHOP_END + timedelta(hours=3)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(EngagementEvent).values(
+                esp="outbox",
+                esp_event_id="click-1",
+                kind="click",
+                occurred_at=clicked_at,
+                customer_id=5,
+                url=f"{page}?utm_source=nudge",
+                received_at=clicked_at,
+            )
+        )
+    pipeline.record_event(
+        engine,
+        settings,
+        "order_placed",
+        customer="C00005",
+        product=None,
+        at=clicked_at + timedelta(days=1),
+    )
+    with engine.begin() as conn:
+        order = conn.execute(
+            select(Order.id).where(Order.external_id.like("event-%"))
+        ).scalar_one()
+        conn.execute(
+            insert(OrderLine).values(
+                order_id=order,
+                line_no=1,
+                product_id=product,
+                quantity=1,
+                unit_price=10,
+                status="placed",
+            )
+        )
+    found = queries.email_signals(
+        engine,
+        SHOP_END + timedelta(days=3),
+        click_weight=0.5,
+        order_weight=2.0,
+    )
+    rows = sorted(
+        zip(found["customer_id"], found["product_id"], found["weight"], strict=True)
+    )
+    assert rows == [(5, product, 0.5), (5, product, 2.0)]
+    # Before the click there is nothing to learn.
+    early = queries.email_signals(engine, SHOP_END, click_weight=0.5, order_weight=2.0)
+    assert early.empty
