@@ -7,8 +7,10 @@ read from the environment only.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -72,6 +74,10 @@ class Settings(BaseModel):
     shop_postal_address: str = "1 Example Street, London, UK"
     # The From address of every e-mail; default: the shop's name at hello@<host>.
     shop_sender: str | None = None
+    # Where nudge's click and open endpoints are served ([tracking] url). Set,
+    # outbox and SMTP e-mails get signed click links and an open pixel there;
+    # unset, their links go straight to the shop (with the send id).
+    tracking_url: str | None = None
 
     import_chunk_rows: int = Field(default=100_000, ge=1_000, le=5_000_000)
 
@@ -304,3 +310,28 @@ def load_settings(
         if first["type"] == "extra_forbidden":
             message = "unknown setting"
         raise ConfigError(f"{message}{shown}", key=where) from err
+
+
+def signing_key(settings: Settings) -> str:
+    """Return the key that signs unsubscribe (and tracking) links.
+
+    ``NUDGE_SIGNING_SECRET`` where set; otherwise a random key made once and
+    kept in ``<var>/signing.key`` (readable by its owner only), so that the
+    embedded default signs links that stay valid from run to run.
+    """
+    if settings.signing_secret is not None:
+        return settings.signing_secret.get_secret_value()
+    path = settings.path(settings.var_dir) / "signing.key"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    # Written aside, then linked into place: two processes starting at once
+    # agree on whichever key was linked first.
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+    partial.write_text(key, encoding="utf-8")
+    partial.chmod(0o600)
+    with contextlib.suppress(FileExistsError):
+        os.link(partial, path)
+    partial.unlink()
+    return path.read_text(encoding="utf-8").strip()

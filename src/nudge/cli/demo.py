@@ -83,10 +83,15 @@ def demo(app: App, seed: int, customers: int, products: int, weeks: int) -> None
     # and each week's plan learns from the weeks before.
     service = CampaignService(app.engine, app.settings)
     enabled = [f.campaign.name for f in service.campaigns() if f.campaign.enabled]
+    # The demo's e-mails show tracked links (to the shop's own address when no
+    # tracking URL is set): nothing serves them, the customers are simulated.
+    settings = app.settings.model_copy(
+        update={"tracking_url": app.settings.tracking_url or app.settings.shop_url}
+    )
     with console.status("planning", spinner="dots") as status:
         rounds = weekly_rounds(
             app.engine,
-            app.settings,
+            settings,
             shop,
             enabled,
             demo_truth(),

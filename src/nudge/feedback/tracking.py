@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import html
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -20,7 +23,6 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, select
 
-from nudge.errors import ConfigError
 from nudge.feedback import machine, store
 from nudge.feedback.events import (
     CLICK,
@@ -33,7 +35,8 @@ from nudge.feedback.events import (
     utcnow,
 )
 from nudge.render.links import Secret, sign, verify
-from nudge.settings import Settings
+from nudge.render.model import RenderedMessage
+from nudge.settings import Settings, signing_key
 from nudge.store.send_models import Send
 
 CLICK_PATH = "/nudge/c"
@@ -71,12 +74,7 @@ class Recorded:
 
 
 def _secret(settings: Settings) -> Secret:
-    if settings.signing_secret is None:
-        raise ConfigError(
-            "needed to sign tracked links; set NUDGE_SIGNING_SECRET",
-            key="signing_secret",
-        )
-    return settings.signing_secret
+    return signing_key(settings)
 
 
 def _signed(kind: str, body: str) -> str:
@@ -116,16 +114,51 @@ def verify_token(token: str, secret: Secret, kind: Kind | None = None) -> Token:
     return Token(found, send_key, url if isinstance(url, str) else None)
 
 
+def _base(settings: Settings) -> str:
+    return (settings.tracking_url or settings.shop_url).rstrip("/")
+
+
 def click_url(settings: Settings, send_key: str, target: str) -> str:
     """Return nudge's tracked link that records a click and redirects to target."""
     token = make_token("click", send_key, _secret(settings), target)
-    return f"{settings.shop_url.rstrip('/')}{CLICK_PATH}?t={quote(token, safe='.')}"
+    return f"{_base(settings)}{CLICK_PATH}?t={quote(token, safe='.')}"
 
 
 def open_url(settings: Settings, send_key: str) -> str:
     """Return the URL of nudge's open pixel for a send."""
     token = make_token("open", send_key, _secret(settings))
-    return f"{settings.shop_url.rstrip('/')}{OPEN_PATH}?t={quote(token, safe='.')}"
+    return f"{_base(settings)}{OPEN_PATH}?t={quote(token, safe='.')}"
+
+
+# Links of a send carry its id (see `nudge.render.links`); the unsubscribe
+# link carries ``sid`` instead and is never wrapped.
+_HREF = re.compile(r'href="([^"]*[?&](?:amp;)?nudge_sid=[^"]*)"')
+_TEXT_LINK = re.compile(r'https?://[^\s<>"]*[?&]nudge_sid=[^\s<>"]*')
+
+
+def track_message(message: RenderedMessage, settings: Settings) -> RenderedMessage:
+    """Return an outbox/SMTP message whose links record clicks, with an open pixel.
+
+    Every link of the send (HTML and text) becomes nudge's signed click link
+    that redirects to it; a 1×1 image at the end of the body records opens.
+    """
+    send_key = message.send_id
+
+    def wrapped(match: re.Match[str]) -> str:
+        target = html.unescape(match.group(1))
+        return f'href="{html.escape(click_url(settings, send_key, target))}"'
+
+    body = _HREF.sub(wrapped, message.html)
+    pixel = (
+        f'<img src="{html.escape(open_url(settings, send_key))}" width="1" '
+        'height="1" alt="" style="display:block;border:0;width:1px;height:1px" />'
+    )
+    end = body.rfind("</body>")
+    body = body[:end] + pixel + body[end:] if end >= 0 else body + pixel
+    text = _TEXT_LINK.sub(
+        lambda m: click_url(settings, send_key, m.group(0)), message.text
+    )
+    return dataclasses.replace(message, html=body, text=text)
 
 
 def record_click(

@@ -17,11 +17,8 @@ functions; only how chunks travel differs (a broker, or a loop here).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
-import os
-import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -44,16 +41,19 @@ from nudge.delivery.ledger import Recorded
 from nudge.delivery.setup import TranslationError, esp_html, translate
 from nudge.errors import NudgeError
 from nudge.feedback import store as feedback_store
+from nudge.feedback.tracking import track_message
 from nudge.logging import get_logger
 from nudge.render import Recipient, Renderer, ShopInfo
 from nudge.render.model import Esp
 from nudge.render.templates import TEXT_ENV
-from nudge.settings import Settings
+from nudge.settings import Settings, signing_key
 from nudge.store.models import BehaviourEvent, Customer, Order, OrderLine, Product
 from nudge.store.send_models import ACCEPTED, FAILED, SUBMITTED, SUPPRESSED
 
 log = get_logger(__name__)
 
+# ESPs whose clicks and opens nudge records itself (the others track their own).
+SELF_TRACKED: frozenset[str] = frozenset({"outbox", "smtp"})
 # ESPs that send a run as one campaign per variant after members are in place.
 CAMPAIGN_ESPS: frozenset[str] = frozenset({"mailchimp"})
 EVENT_KINDS: tuple[str, ...] = (
@@ -84,7 +84,7 @@ class Context:
         self.settings = settings
         self.service = CampaignService(engine, settings)
         self.renderer = Renderer(
-            self.service.templates_dir, signing_secret=signing_secret(settings)
+            self.service.templates_dir, signing_secret=signing_key(settings)
         )
         self._campaigns: dict[str, Campaign] | None = None
         self._adapters: dict[str, Adapter] = {}
@@ -117,31 +117,6 @@ class Context:
         for adapter in self._adapters.values():
             adapter.close()
         self._adapters.clear()
-
-
-def signing_secret(settings: Settings) -> str:
-    """Return the key that signs unsubscribe (and tracking) links.
-
-    ``NUDGE_SIGNING_SECRET`` where set; otherwise a random key made once and
-    kept in ``<var>/signing.key`` (readable by its owner only), so that the
-    embedded default signs links that stay valid from run to run.
-    """
-    if settings.signing_secret is not None:
-        return settings.signing_secret.get_secret_value()
-    path = settings.path(settings.var_dir) / "signing.key"
-    if path.exists():
-        return path.read_text(encoding="utf-8").strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    # Written aside, then linked into place: two processes starting at once
-    # agree on whichever key was linked first.
-    partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    partial.write_text(key, encoding="utf-8")
-    partial.chmod(0o600)
-    with contextlib.suppress(FileExistsError):
-        os.link(partial, path)
-    partial.unlink()
-    return path.read_text(encoding="utf-8").strip()
 
 
 # ------------------------------------------------------------------ planning
@@ -496,6 +471,8 @@ def _render(
             request = dataclasses.replace(request, esp=cast(Esp, esp))
         try:
             message = context.renderer.render(request)
+            if esp in SELF_TRACKED and context.settings.tracking_url:
+                message = track_message(message, context.settings)
         except NudgeError as err:
             failures.setdefault(str(err), []).append(row_id)
             continue

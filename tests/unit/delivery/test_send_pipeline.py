@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 import shutil
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 import pytest
@@ -22,6 +24,7 @@ from nudge.delivery.doubles import KlaviyoDouble, MailchimpDouble
 from nudge.delivery.esp.mailchimp import MailchimpAdapter
 from nudge.delivery.setup import setup_mailchimp
 from nudge.demo.synth import generate_shop, write_csv
+from nudge.feedback import tracking
 from nudge.ingest.importer import Importer
 from nudge.insight import service as insight_service
 from nudge.insight.config import InsightConfig
@@ -572,3 +575,40 @@ def test_email_clicks_and_the_orders_after_them_become_training_signals(
     # Before the click there is nothing to learn.
     early = queries.email_signals(engine, SHOP_END, click_weight=0.5, order_weight=2.0)
     assert early.empty
+
+
+def test_with_a_tracking_url_outbox_links_record_clicks_and_a_pixel_opens(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = _settings(tmp_path, tracking_url="https://t.demo-shop.example")
+    planned = pipeline.plan_and_record(
+        engine, settings, ["picked_for_you"], as_of=SHOP_END
+    )
+    pipeline.dispatch(engine, settings, now=LATER, run_id=planned.run_id)
+    row = _ledger(engine).query("status == 'accepted'").iloc[0]
+    eml = next(settings.outbox_dir.rglob(f"{row['send_key']}.eml"))
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    html_part = message.get_body(("html",))
+    text_part = message.get_body(("plain",))
+    assert html_part is not None and text_part is not None
+    body, text = html_part.get_content(), text_part.get_content()
+
+    clicks = re.findall(
+        r'href="(https://t\.demo-shop\.example/nudge/c\?t=[^"]+)"', body
+    )
+    assert len(clicks) >= 6
+    assert "nudge_sid=" not in body.replace("&amp;", "&").split("/nudge/unsubscribe")[0]
+    assert "/nudge/unsubscribe?" in body  # the unsubscribe link stays direct
+    assert "https://t.demo-shop.example/nudge/o?t=" in body
+    assert "https://t.demo-shop.example/nudge/c?t=" in text
+
+    token = unquote(clicks[0].split("?t=", 1)[1])
+    recorded = tracking.record_click(engine, settings, token, at=LATER)
+    assert recorded.stored and recorded.linked
+    assert recorded.redirect is not None
+    assert f"nudge_sid={row['send_key']}" in recorded.redirect
+    with engine.connect() as conn:
+        send_id = conn.execute(
+            select(EngagementEvent.send_id).where(EngagementEvent.kind == "click")
+        ).scalar_one()
+    assert send_id == int(row["id"])

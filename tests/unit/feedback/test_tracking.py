@@ -11,7 +11,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
 
-from nudge.errors import ConfigError
 from nudge.feedback import tracking
 from nudge.feedback.tracking import TokenError, make_token, verify_token
 from nudge.render.links import sign
@@ -75,9 +74,15 @@ def test_a_token_of_one_kind_never_passes_as_another() -> None:
         verify_token(f"{body}.{sign(body, SECRET)}", SECRET)
 
 
-def test_links_need_a_signing_secret(settings: Settings) -> None:
-    with pytest.raises(ConfigError, match="NUDGE_SIGNING_SECRET"):
-        tracking.click_url(settings, "sk1", TARGET)
+def test_without_a_secret_links_are_signed_with_the_stores_own_key(
+    settings: Settings,
+) -> None:
+    # The embedded default keeps one random key under var/, made on first use.
+    url = tracking.click_url(settings, "sk1", TARGET)
+    key = (settings.path(settings.var_dir) / "signing.key").read_text().strip()
+    assert len(key) >= 40
+    assert tracking.verify_token(token_of(url), key, "click").url == TARGET
+    assert tracking.click_url(settings, "sk1", TARGET) == url
 
 
 def test_a_click_is_recorded_once_and_linked(
