@@ -290,20 +290,14 @@ def record_results(
             record["submitted_at"] = now
         counts[status] = counts.get(status, 0) + 1
         records.append(record)
-    # bulk_update needs the same columns in every record.
-    names = sorted({k for r in records for k in r})
-    full = [{k: r.get(k, _UNCHANGED) for k in names} for r in records]
+    # bulk_update needs the same columns in every record: one update per shape.
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for record in full:
-        keep = tuple(k for k in names if record[k] is not _UNCHANGED)
-        groups.setdefault(keep, []).append({k: record[k] for k in keep})
+    for record in records:
+        groups.setdefault(tuple(sorted(record)), []).append(record)
     with engine.begin() as conn:
         for group in groups.values():
             bulk_update(conn, SENDS, group)
     return counts
-
-
-_UNCHANGED = object()
 
 
 # ------------------------------------------------------------------ reading
