@@ -44,6 +44,21 @@ SECTIONS: dict[str, str] = {
     "feedback": "nudge.feedback.config:FeedbackConfig",
 }
 
+# Celery transports nudge is tested with (memory:// for tests in one process).
+BROKER_SCHEMES = frozenset(
+    {
+        "redis",
+        "rediss",
+        "amqp",
+        "amqps",
+        "pyamqp",
+        "sqla+sqlite",
+        "sqla+postgresql",
+        "sqla+postgresql+psycopg",
+        "memory",
+    }
+)
+
 SECRET_FIELDS = frozenset(
     {
         "klaviyo_api_key",
@@ -121,6 +136,16 @@ class Settings(BaseModel):
             raise ValueError(
                 "expected an IANA time zone such as Europe/London"
             ) from err
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _supported_broker(cls, value: str) -> str:
+        scheme = value.partition("://")[0]
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                "expected a redis://, amqp:// or sqla+sqlite:/// broker URL"
+            )
         return value
 
     @field_validator("database_url")

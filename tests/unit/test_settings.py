@@ -138,3 +138,10 @@ def test_section_tables_are_validated_by_their_layer(tmp_path: Path) -> None:
     write_config(tmp_path, "[insight]\nnew_dayz = 14\n")
     with pytest.raises(ConfigError, match="insight_new_dayz: unknown setting"):
         load_settings(env={}, cwd=tmp_path)
+
+
+def test_a_broker_url_nudge_cannot_use_is_refused_with_the_key(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match="NUDGE_BROKER_URL: expected a redis://"):
+        load_settings(env={"NUDGE_BROKER_URL": "bogus://x"}, cwd=tmp_path)
