@@ -118,7 +118,7 @@ def _pull_one(
 ) -> None:
     # A missing key or SDK is the user's to fix: it raises, one line.
     adapter = registry.create(name, settings, **options)
-    sizes = {} if page_size is None else {"page_size": page_size}
+    sizes: dict[str, Any] = {} if page_size is None else {"page_size": page_size}
     failures = len(report.failures)
     try:
         if name == "klaviyo":
@@ -128,7 +128,14 @@ def _pull_one(
             if not isinstance(adapter, KlaviyoAdapter):
                 raise FeedbackError(f"{name} is not the Klaviyo adapter")
             klaviyo.pull(
-                engine, adapter, report, since=since, overlap=overlap, now=now, **sizes
+                engine,
+                adapter,
+                report,
+                since=since,
+                overlap=overlap,
+                now=now,
+                currency=settings.shop_currency,
+                **sizes,
             )
         else:
             from nudge.delivery.esp.mailchimp import MailchimpAdapter
