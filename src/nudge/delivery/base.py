@@ -217,6 +217,9 @@ class Outgoing:
     items: tuple[ItemData, ...] = ()
     offer: OfferData | None = None
     push_consent: bool = False
+    # The shop's own customer id: what an ESP profile's external id is, as the
+    # shop's own integration (Shopify, WooCommerce) sets it.
+    external_id: str | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -232,6 +235,7 @@ class Outgoing:
         run_id: str,
         consented_at: datetime | None,
         push_consent: bool = False,
+        external_id: str | None = None,
     ) -> Outgoing:
         """Return the record of a rendered send, its product links tagged."""
         context = fill_context(request, message.unsubscribe_url)
@@ -253,6 +257,7 @@ class Outgoing:
             items=items,
             offer=OfferData.from_offer(request.offer),
             push_consent=push_consent,
+            external_id=external_id,
         )
 
 

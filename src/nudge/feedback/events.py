@@ -63,8 +63,9 @@ class Engagement:
 
     ``send_key`` is the send id found in the payload or a link; ``esp_job_id``
     and ``esp_profile_id`` are the ESP's ids (a Mailchimp campaign and member)
-    used when there is none; ``customer_ref`` is a nudge customer id the ESP
-    carries (Klaviyo's ``external_id``), trusted only without an e-mail address.
+    used when there is none; ``customer_ref`` is the shop's customer id the
+    ESP carries (Klaviyo's ``external_id``, which nudge sets to it as the
+    shop's own integration does), trusted only without an e-mail address.
     """
 
     esp: str
@@ -75,7 +76,7 @@ class Engagement:
     send_key: str | None = None
     esp_job_id: str | None = None
     esp_profile_id: str | None = None
-    customer_ref: int | None = None
+    customer_ref: str | None = None
     email: str | None = None
     url: str | None = None
     machine_open: bool = False

@@ -14,19 +14,24 @@ other e-mail events of the flow name no send: they are linked to the
 customer's latest earlier Klaviyo send (``linked_by`` "nearest"), unless they
 are of a Klaviyo campaign (a ``$message`` without a ``$flow``), which nudge
 never sends.
+
+When the account has Klaviyo's "Placed Order" metric, its events are a stream
+too: each becomes an order in the shop's tables (`nudge.feedback.orders`), so
+that attribution and training count it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sqlalchemy import Engine
 
 from nudge.delivery.base import EspError
 from nudge.delivery.esp.klaviyo import KlaviyoAdapter, cursor
-from nudge.feedback import machine, store
+from nudge.feedback import machine, orders, store
 from nudge.feedback.events import (
     BOUNCE_HARD,
     BOUNCE_SOFT,
@@ -58,6 +63,11 @@ METRICS: dict[str, str] = {
 }
 SEND_KEYS = ("send_id", "nudge_sid", "Send ID")
 URL_KEYS = ("URL", "url", "Url")
+# Klaviyo's standard e-commerce metric, and where its events name things.
+ORDER_METRIC = "Placed Order"
+ORDER_ID_KEYS = ("OrderId", "order_id")
+CURRENCY_KEYS = ("Currency", "currency", "$currency_code")
+PRODUCT_KEYS = ("ProductID", "SKU")
 
 
 def pull(
@@ -69,8 +79,12 @@ def pull(
     overlap: timedelta,
     now: datetime,
     page_size: int = PAGE_SIZE,
+    currency: str,
 ) -> None:
-    """Read every e-mail metric's new events into the store."""
+    """Read every e-mail metric's new events, and placed orders, into the store.
+
+    ``currency`` is the shop's, for orders whose events name none.
+    """
     kinds = {adapter.metric: TRIGGERED, **METRICS}
     found = metric_ids(adapter)
     # A kind is missing when none of its metric names is in the account.
@@ -93,16 +107,55 @@ def pull(
                 report,
                 stream=stream,
                 metric=(found[name], name, kind),
-                since=since,
-                overlap=overlap,
+                expression=_filter(engine, stream, found[name], since, overlap),
                 now=now,
                 page_size=page_size,
             )
         except EspError as err:
-            report.failures[f"{ESP} {stream}"] = str(err)
-            store.failed(engine, ESP, stream, str(err), now=now)
+            _failed(engine, report, stream, err, now)
             continue
         store.advance(engine, ESP, stream, newest, now=now)
+
+    # Orders are the shop's to track in Klaviyo or not: none is no gap.
+    if ORDER_METRIC not in found:
+        report.notes.append(f"{ESP}: no {ORDER_METRIC!r} metric; no orders read")
+        return
+    stream = f"metric:{ORDER_METRIC}"
+    expression = _filter(engine, stream, found[ORDER_METRIC], since, overlap)
+    try:
+        newest, stored = _pull_orders(
+            engine, adapter, report, stream, expression, now, page_size, currency
+        )
+    except EspError as err:
+        _failed(engine, report, stream, err, now)
+        return
+    store.advance(engine, ESP, stream, newest, now=now)
+    report.notes.append(f"{ESP}: {stored:,} new orders from {ORDER_METRIC!r}")
+
+
+def _failed(
+    engine: Engine, report: PullReport, stream: str, err: EspError, now: datetime
+) -> None:
+    report.failures[f"{ESP} {stream}"] = str(err)
+    store.failed(engine, ESP, stream, str(err), now=now)
+
+
+def _filter(
+    engine: Engine,
+    stream: str,
+    metric_id: str,
+    since: datetime | None,
+    overlap: timedelta,
+) -> str:
+    """Return the filter of a metric's events later than the stream's watermark."""
+    start = since
+    if start is None:
+        mark = store.watermark(engine, ESP, stream)
+        start = mark - overlap if mark is not None else None
+    terms = [f'equals(metric_id,"{metric_id}")']
+    if start is not None:
+        terms.append(f"greater-than(datetime,{start.isoformat()}+00:00)")
+    return f"and({','.join(terms)})"
 
 
 def metric_ids(adapter: KlaviyoAdapter) -> dict[str, str]:
@@ -134,26 +187,15 @@ def _pull_metric(
     *,
     stream: str,
     metric: tuple[str, str, str],
-    since: datetime | None,
-    overlap: timedelta,
+    expression: str,
     now: datetime,
     page_size: int,
 ) -> datetime | None:
-    """Read one metric's events later than the watermark; return the newest time."""
+    """Read one metric's events the filter names; return the newest time."""
     metric_id, name, kind = metric
-    start = since
-    if start is None:
-        mark = store.watermark(engine, ESP, stream)
-        start = mark - overlap if mark is not None else None
-    terms = [f'equals(metric_id,"{metric_id}")']
-    if start is not None:
-        terms.append(f"greater-than(datetime,{start.isoformat()}+00:00)")
-
     newest: datetime | None = None
-    for document in _pages(adapter, f"and({','.join(terms)})", page_size):
-        data = document.get("data")
-        if not isinstance(data, list):
-            raise EspError(ESP, "events answer without a data list", kind="garbage")
+    for document in _pages(adapter, expression, page_size):
+        data = _data(document)
         report.read(f"{ESP} {stream}", len(data))
         included = _included(document.get("included"))
         events = []
@@ -165,6 +207,134 @@ def _pull_metric(
                     newest = event.occurred_at
         store.save(engine, events, report, now=now)
     return newest
+
+
+def _pull_orders(
+    engine: Engine,
+    adapter: KlaviyoAdapter,
+    report: PullReport,
+    stream: str,
+    expression: str,
+    now: datetime,
+    page_size: int,
+    currency: str,
+) -> tuple[datetime | None, int]:
+    """Store the placed orders the filter names; return the newest time and count."""
+    newest: datetime | None = None
+    stored = 0
+    for document in _pages(adapter, expression, page_size):
+        data = _data(document)
+        report.read(f"{ESP} {stream}", len(data))
+        included = _included(document.get("included"))
+        found = []
+        for resource in data:
+            order = placed_order(resource, included, report, currency)
+            if order is not None:
+                found.append(order)
+                if newest is None or order.ordered_at > newest:
+                    newest = order.ordered_at
+        stored += orders.save(engine, found, report, now=now)
+    return newest, stored
+
+
+def placed_order(
+    resource: Any,
+    included: Mapping[tuple[str, str], dict[str, Any]],
+    report: PullReport,
+    currency: str,
+) -> orders.PlacedOrder | None:
+    """Return one "Placed Order" event as an order, or None (counted)."""
+    if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
+        report.skip("order_malformed")
+        return None
+    attributes = resource.get("attributes")
+    if not isinstance(attributes, dict):
+        report.skip("order_malformed")
+        return None
+    occurred = _time(attributes)
+    properties = attributes.get("event_properties")
+    if not isinstance(properties, dict) or occurred is None:
+        report.skip("order_malformed")
+        return None
+    items = properties.get("Items")
+    if not isinstance(items, list):
+        report.skip("order_malformed")
+        return None
+
+    ident = _text(*(properties.get(k) for k in ORDER_ID_KEYS))
+    external_id = ident or f"{ESP}-{resource['id']}"
+    if len(external_id) > orders.ID_LENGTH:
+        report.skip("order_malformed")
+        return None
+    named = _text(*(properties.get(k) for k in CURRENCY_KEYS))
+    if named is None or len(named) != 3 or not named.isalpha():
+        named = currency
+
+    profile_id = _related_id(resource.get("relationships"), "profile")
+    profile = (included.get(("profile", profile_id or ""), {}) or {}).get(
+        "attributes"
+    ) or {}
+    return orders.PlacedOrder(
+        external_id=external_id,
+        ordered_at=occurred,
+        currency=named.upper(),
+        items=[i for i in (_item(entry, report) for entry in items) if i is not None],
+        customer_ref=_text(profile.get("external_id")),
+        email=_text(profile.get("email")),
+    )
+
+
+def _item(entry: Any, report: PullReport) -> orders.Item | None:
+    """Return one entry of an order's ``Items`` as an item, or None (counted)."""
+    if not isinstance(entry, dict):
+        report.skip("order_malformed_item")
+        return None
+    refs = tuple(
+        ref
+        for ref in (_text(entry.get(k)) for k in PRODUCT_KEYS)
+        if ref is not None and len(ref) <= orders.ID_LENGTH
+    )
+    quantity = _quantity(entry.get("Quantity"))
+    price = _money(entry.get("ItemPrice"))
+    if not refs or quantity is None or price is None:
+        report.skip("order_malformed_item")
+        return None
+    return orders.Item(refs=refs, quantity=quantity, unit_price=price)
+
+
+def _quantity(value: Any) -> int | None:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if value >= 1 else None
+
+
+def _money(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and amount >= 0 else None
+
+
+def _text(*values: Any) -> str | None:
+    """Return the first value that is a non-empty text or a whole number, as text."""
+    for value in values:
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int) or (isinstance(value, str) and value.strip()):
+            return str(value).strip()
+    return None
+
+
+def _data(document: Mapping[str, Any]) -> list[Any]:
+    data = document.get("data")
+    if not isinstance(data, list):
+        raise EspError(ESP, "events answer without a data list", kind="garbage")
+    return data
 
 
 def _pages(
@@ -238,7 +408,7 @@ def normalize(
         raw={"metric": name, **resource},
         send_key=_send_key(properties, kind, url),
         esp_profile_id=profile_id,
-        customer_ref=_number(profile.get("external_id")),
+        customer_ref=_text(profile.get("external_id")),
         email=profile.get("email") if isinstance(profile.get("email"), str) else None,
         url=url if kind == CLICK else None,
         machine_open=kind == OPEN and machine.sign_in(properties) is not None,
@@ -283,13 +453,6 @@ def _related_id(relations: Any, name: str) -> str | None:
     data = (relations.get(name) or {}).get("data")
     ident = data.get("id") if isinstance(data, dict) else None
     return ident if isinstance(ident, str) else None
-
-
-def _number(value: Any) -> int | None:
-    try:
-        return int(str(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _included(entries: Any) -> dict[tuple[str, str], dict[str, Any]]:

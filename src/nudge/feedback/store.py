@@ -305,17 +305,21 @@ def _customers(conn: Connection, events: Sequence[Engagement]) -> list[int | Non
     refs = sorted(
         {e.customer_ref for e in events if e.customer_ref is not None and not e.email}
     )
-    known: set[int] = set()
+    known: dict[str, int] = {}
     for ref_part in _chunks(refs):
-        found_ids = select(Customer.id).where(Customer.id.in_(ref_part))
-        known.update(customer for (customer,) in conn.execute(found_ids))
+        found_ids = select(Customer.external_id, Customer.id).where(
+            Customer.external_id.in_(ref_part)
+        )
+        known.update(
+            (str(ref), int(customer)) for ref, customer in conn.execute(found_ids)
+        )
 
     found: list[int | None] = []
     for event in events:
         if event.email:
             found.append(by_email.get(event.email.strip().lower()))
-        elif event.customer_ref is not None and event.customer_ref in known:
-            found.append(event.customer_ref)
+        elif event.customer_ref is not None:
+            found.append(known.get(event.customer_ref))
         else:
             found.append(None)
     return found

@@ -488,6 +488,7 @@ def _render(
             # Consent without a date (exports without one) is consent now.
             consented_at=_moment(consented) or utc_now(),
             push_consent=int(row["customer_id"]) not in reached.get(esp, set()),
+            external_id=str(person["external_id"]),
         )
         messages.append(_Message(row_id, esp, int(row["attempts"] or 0), outgoing))
     return messages, failures

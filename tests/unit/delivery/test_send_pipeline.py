@@ -295,6 +295,7 @@ def test_klaviyo_gets_one_event_per_email_and_a_rejected_address_fails_alone(
             engine, settings, now=LATER, run_id=planned.run_id, esp="klaviyo"
         )
         accepted = double.accepted_ids()
+        posted = [r.json() for r in double.recorded("POST", "event-bulk")]
 
     rows = _ledger(engine)
     sent = rows[rows["status"] == "accepted"]
@@ -306,6 +307,13 @@ def test_klaviyo_gets_one_event_per_email_and_a_rejected_address_fails_alone(
     assert int(failed["customer_id"]) == victim
     assert "Invalid email address" in str(failed["error"])
     assert _emails(_settings(tmp_path)) == []
+    # Profiles carry the shop's own customer ids, as its Klaviyo integration sets.
+    ids = {
+        event["attributes"]["profile"]["data"]["attributes"]["external_id"]
+        for body in posted
+        for event in body["data"]["attributes"]["events-bulk-create"]["data"]
+    }
+    assert ids and all(i.startswith("C0") for i in ids)
 
 
 def test_mailchimp_members_are_submitted_then_one_campaign_per_variant_is_sent(

@@ -253,7 +253,7 @@ class KlaviyoAdapter(Adapter):
     def _entry(self, message: Outgoing) -> dict[str, Any]:
         profile: dict[str, Any] = {
             "email": message.email,
-            "external_id": message.customer_id,
+            "external_id": message.external_id or message.customer_id,
         }
         if message.first_name:
             profile["first_name"] = message.first_name
