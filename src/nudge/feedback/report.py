@@ -515,8 +515,10 @@ def time_chart(
     period: str = "day",
 ) -> str:
     """Draw one line per series over the periods as an SVG string."""
-    width, height = 760, 300
-    left, right, top, bottom = 78, 40, 60, 50
+    # Room for the legend: four series a row above the plot.
+    rows = max(1, math.ceil(len(series) / 4))
+    width, height = 760, 284 + 16 * rows
+    left, right, top, bottom = 78, 40, 52 + 16 * rows, 50
     svg = _svg(width, height, title)
     if not periods or not series:
         _text(svg, left, top + 40, "nothing sent in this period yet")
