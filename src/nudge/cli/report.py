@@ -111,12 +111,16 @@ def print_report(found: Report, *, brief: bool = False) -> None:
         )
     ]
 
-    console.print(_table(campaigns, [name], [*rates, *money], "revenue per campaign"))
     if brief:
+        # The answer in a width a terminal has: did it earn, and is it sure?
+        keep = ("revenue", "incremental_text", "verdict")
+        short = [c for c in money if c[0] in keep]
+        console.print(_table(campaigns, [name], [*rates, *short], "per campaign"))
         console.print(
             _table(variants, [name, variant], engagement[:5], "engagement per variant")
         )
         return
+    console.print(_table(campaigns, [name], [*rates, *money], "revenue per campaign"))
     console.print(_table(campaigns, [name], engagement, "engagement per campaign"))
     console.print(
         _table(variants, [name, variant], [*rates, *money], "revenue per variant")
