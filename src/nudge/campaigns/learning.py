@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -33,9 +32,10 @@ from sqlalchemy import Engine, Table, and_, func, inspect, select
 
 from nudge.campaigns.schema import Campaign
 from nudge.campaigns.windows import known_zone
+from nudge.store import queries
 from nudge.store.feedback_models import EngagementEvent
 from nudge.store.insight_models import CustomerProfile
-from nudge.store.models import Customer, Order, OrderLine, Product
+from nudge.store.models import Customer, Order, OrderLine
 from nudge.store.send_models import Send
 
 _SENDS: Table = Send.__table__  # type: ignore[assignment]
@@ -367,8 +367,8 @@ def ignored_items(
             shown[key] = shown.get(key, 0) + 1
     paths: dict[int, set[str]] = {}
     for customer, url in clicked:
-        paths.setdefault(int(customer), set()).add(_path(url))
-    urls = _product_paths(engine, {p for _, p in shown}) if paths else {}
+        paths.setdefault(int(customer), set()).add(queries.page_path(url))
+    urls = queries.product_pages(engine, {p for _, p in shown}) if paths else {}
     return {
         (customer, product)
         for (customer, product), n in shown.items()
@@ -377,20 +377,6 @@ def ignored_items(
 
 
 SHOWN_ITEMS = 6  # products a customer sees in an e-mail, at most
-
-
-def _path(url: str | None) -> str:
-    return urlsplit(url or "").path.rstrip("/")
-
-
-def _product_paths(engine: Engine, ids: set[int]) -> dict[int, str]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(Product.id, Product.external_id, Product.product_url).where(
-                Product.id.in_(list(ids))
-            )
-        ).all()
-    return {int(i): _path(url or f"/products/{ext}") for i, ext, url in rows}
 
 
 def damp(

@@ -7,6 +7,7 @@ exactly that moment is not part of the past yet.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -170,12 +171,8 @@ def email_signals(
     )
     if clicks.empty:
         return pd.DataFrame(columns=columns)
-    pages = _frame(engine, select(Product.id, Product.external_id, Product.product_url))
-    by_path = {
-        _path(url if isinstance(url, str) and url else f"/products/{ext}"): int(pid)
-        for pid, ext, url in pages.itertuples(index=False)
-    }
-    clicks["product_id"] = [by_path.get(_path(url)) for url in clicks["url"]]
+    by_path = {path: pid for pid, path in product_pages(engine).items()}
+    clicks["product_id"] = [by_path.get(page_path(url)) for url in clicks["url"]]
     clicks = clicks.dropna(subset=["product_id"])
     found = clicks[["customer_id", "product_id", "occurred_at"]].assign(
         weight=click_weight
@@ -217,5 +214,19 @@ def email_signals(
     return found.reset_index(drop=True)
 
 
-def _path(url: str) -> str:
-    return urlsplit(url).path.rstrip("/")
+def page_path(url: str | None) -> str:
+    """Return the path of a link, which names the page whatever its query."""
+    return urlsplit(url or "").path.rstrip("/")
+
+
+def product_pages(engine: Engine, ids: Iterable[int] | None = None) -> dict[int, str]:
+    """Return each product's page path (its URL, else ``/products/<id>``)."""
+    statement = select(Product.id, Product.external_id, Product.product_url)
+    if ids is not None:
+        statement = statement.where(Product.id.in_(list(ids)))
+    with engine.connect() as conn:
+        rows = conn.execute(statement).all()
+    return {
+        int(pid): page_path(url if url else f"/products/{ext}")
+        for pid, ext, url in rows
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -162,7 +163,8 @@ def test_unknown_sends_customers_and_malformed_payloads_never_stop_a_pull(
     klaviyo.add_event(
         OPENED, None, email="ann@example.com", attributes={"datetime": None}
     )
-    klaviyo.add_event(OPENED, None, attributes="not an object")  # type: ignore[arg-type]
+    malformed: Any = "not an object"
+    klaviyo.add_event(OPENED, None, attributes=malformed)
 
     report = pull(engine, configured)
 

@@ -198,7 +198,8 @@ def test_unknown_customers_products_and_malformed_events_are_counted(
     placed(4, "ann@example.com", {"OrderId": "A4", "Items": "P-MUG"})
     bad_lines = [known, item("P-MUG", 0, 5), item("P-MUG", 1, "free"), "P-MUG", {}]
     placed(5, "ann@example.com", {"OrderId": "A5", "Items": bad_lines})
-    klaviyo.add_event(PLACED, None, email="ann@example.com", attributes="not an object")  # type: ignore[arg-type]
+    malformed: Any = "not an object"
+    klaviyo.add_event(PLACED, None, email="ann@example.com", attributes=malformed)
     klaviyo.add_event(
         PLACED, None, email="ann@example.com", attributes={"datetime": None}
     )
